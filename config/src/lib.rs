@@ -644,8 +644,9 @@ impl Config {
         if self.operator.token.len() < 8 {
             bad("operator.token", "must be at least 8 characters".to_owned());
         }
-        if !self.mail.smtp.is_empty()
-            && !(self.mail.smtp.starts_with("smtp://") || self.mail.smtp.starts_with("smtps://"))
+        if !(self.mail.smtp.is_empty()
+            || self.mail.smtp.starts_with("smtp://")
+            || self.mail.smtp.starts_with("smtps://"))
         {
             bad(
                 "mail.smtp",
