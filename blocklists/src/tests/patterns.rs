@@ -1,0 +1,80 @@
+//! The pattern matcher's literal prefilter against each rule's own DFA, on random wildcards.
+
+use proptest::prelude::*;
+
+use crate::matcher::{required_literal, PatternMatcher};
+use crate::parse::{parse_text, FormatHint};
+
+const PIECES: &[&str] = &["ab", "abc", "x-y", "cdn", "a", "b.c", ".", "go"];
+
+fn wildcard() -> impl Strategy<Value = String> {
+    (
+        prop::sample::select(vec!["||", "|", ""]),
+        prop::collection::vec((prop::sample::select(PIECES), any::<bool>()), 1..4),
+        any::<bool>(),
+    )
+        .prop_map(|(anchor, parts, end)| {
+            let mut s = anchor.to_owned();
+            for (p, star) in parts {
+                s.push_str(p);
+                if star {
+                    s.push('*');
+                }
+            }
+            if end {
+                s.push('^');
+            }
+            s
+        })
+}
+
+fn host() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop::sample::select(vec!["ab", "abc", "x-y", "cdn", "go", "b", "c"]),
+        1..5,
+    )
+    .prop_map(|l| l.join("."))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matcher_finds_exactly_the_rules_whose_own_regex_matches(
+        rules in prop::collection::vec(wildcard(), 1..8),
+        names in prop::collection::vec(host(), 1..6),
+    ) {
+        let text: String = rules.iter().map(|r| format!("{r}\n")).collect();
+        let list = parse_text(&text, "p", FormatHint::Auto);
+        let regexes: Vec<&str> = list.patterns.iter().map(|p| p.regex.as_str()).collect();
+        if regexes.is_empty() {
+            return Ok(());
+        }
+        let all = PatternMatcher::build(&regexes).unwrap();
+        for name in &names {
+            let mut got = vec![false; regexes.len()];
+            all.for_each_match(name.as_bytes(), |i| got[i] = true);
+            for (i, re) in regexes.iter().enumerate() {
+                let alone = PatternMatcher::build(&[re]).unwrap();
+                let mut hit = false;
+                alone.for_each_match(name.as_bytes(), |_| hit = true);
+                prop_assert_eq!(got[i], hit, "rule {} ({}) on {}", i, re, name);
+            }
+        }
+    }
+}
+
+#[test]
+fn required_literal_is_only_taken_from_plain_wildcard_shapes() {
+    assert_eq!(
+        required_literal(r"(?:^|\.)api.*\.hubapi\.com$").as_deref(),
+        Some(".hubapi.com")
+    );
+    assert_eq!(required_literal("^.*g00gle.*$").as_deref(), Some("g00gle"));
+    assert_eq!(required_literal(r"^94\.242\.247\.(2[0-9]|3[0-2])$"), None);
+    assert_eq!(
+        required_literal("^a.*b$"),
+        None,
+        "too short to filter anything"
+    );
+}

@@ -1,0 +1,312 @@
+//! Extractors whose rejections are [`ApiError`]s: JSON bodies, paths, queries, the session and
+//! the operator token, and the client's address.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, Method, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+use crate::secrets::token_hash;
+use crate::store::{Account, User};
+use crate::{now_secs, App};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "qorgan_session";
+
+/// A JSON body: `Content-Type: application/json` required, size capped by `http.max_body_bytes`,
+/// and every parse problem (syntax, bad UTF-8, wrong type, missing or unknown field) reported as
+/// a 4xx JSON error naming the field.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<App> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, app: &App) -> Result<Self, ApiError> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "ожидается Content-Type: application/json",
+            ));
+        }
+        let limit = app.config().http.max_body_bytes;
+        let bytes = match Limited::new(req.into_body(), limit).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("тело запроса больше {limit} байт"),
+                ));
+            }
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "body_unreadable",
+                    "тело запроса не прочитано",
+                ));
+            }
+        };
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Parses JSON into `T`, mapping serde's complaints to API errors with the field's path.
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(v) => v,
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            return Err(json_error(&path, &inner));
+        }
+    };
+    if let Err(e) = de.end() {
+        return Err(json_error(".", &e));
+    }
+    Ok(value)
+}
+
+fn between_backticks(text: &str) -> Option<String> {
+    let start = text.find('`')? + 1;
+    let len = text[start..].find('`')?;
+    Some(text[start..start + len].to_owned())
+}
+
+/// `parent.name`, unless serde's path already ends in the name.
+fn join_path(path: Option<&str>, name: Option<&str>) -> Option<String> {
+    match (path, name) {
+        (Some(p), Some(n)) if p == n || p.ends_with(&format!(".{n}")) => Some(p.to_owned()),
+        (Some(p), Some(n)) => Some(format!("{p}.{n}")),
+        (None, n) => n.map(str::to_owned),
+        (p, None) => p.map(str::to_owned),
+    }
+}
+
+fn json_error(path: &str, e: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    let text = e.to_string();
+    let field = if path == "." || path.is_empty() {
+        None
+    } else {
+        Some(path.to_owned())
+    };
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("тело запроса не является корректным JSON в UTF-8: {text}"),
+        ),
+        Category::Data => {
+            let (code, field, message) = if text.starts_with("unknown field") {
+                let name = between_backticks(&text);
+                let full = join_path(field.as_deref(), name.as_deref());
+                (
+                    "unknown_field",
+                    full,
+                    format!("неизвестное поле «{}»", name.unwrap_or_default()),
+                )
+            } else if text.starts_with("missing field") {
+                let name = between_backticks(&text);
+                let full = join_path(field.as_deref(), name.as_deref());
+                (
+                    "missing_field",
+                    full,
+                    format!(
+                        "не заполнено обязательное поле «{}»",
+                        name.unwrap_or_default()
+                    ),
+                )
+            } else {
+                (
+                    "invalid_type",
+                    field,
+                    format!("неверный тип или значение: {text}"),
+                )
+            };
+            let mut err = ApiError::new(StatusCode::BAD_REQUEST, code, message);
+            if let Some(f) = field {
+                err = err.with_field(&f);
+            }
+            err
+        }
+    }
+}
+
+/// A path parameter parsed as `T`; a bad one is a 404 (there is no such resource).
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<App> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, app).await {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(_) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "не найдено",
+            )),
+        }
+    }
+}
+
+/// A query string parsed as `T`; a bad one is a 400 JSON error.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<App> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, app).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(e) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                e.body_text(),
+            )),
+        }
+    }
+}
+
+/// The client's address (the TCP peer; behind a reverse proxy every client shares its address,
+/// which the per-IP limits then apply to as a whole).
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<App> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _app: &App) -> Result<Self, ApiError> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        Ok(Self(ip))
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// A logged-in user: from `Authorization: Bearer <token>` or the session cookie. The session
+/// must exist, be unexpired and of the user's current epoch; the user's email must be confirmed.
+pub struct Authed {
+    /// The user.
+    pub user: User,
+    /// The user's account.
+    pub account: Account,
+    /// The session's token hash (to revoke or keep it).
+    pub token_hash: [u8; 32],
+    /// True when authenticated by cookie (subject to the CSRF rules).
+    pub via_cookie: bool,
+}
+
+impl FromRequestParts<App> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        let (token, via_cookie) = match bearer(parts) {
+            Some(t) => (t, false),
+            None => match cookie(parts, SESSION_COOKIE) {
+                Some(t) => (t, true),
+                None => return Err(ApiError::unauthorized()),
+            },
+        };
+        if via_cookie && !is_safe(&parts.method) && !super::origin_allowed(app, &parts.headers) {
+            return Err(super::csrf_error());
+        }
+        let hash = token_hash(token);
+        let store = app.store();
+        let Some(session) = store.session(&hash)? else {
+            return Err(ApiError::unauthorized());
+        };
+        if session.expires_at <= now_secs() {
+            return Err(ApiError::unauthorized());
+        }
+        let Some(user) = store.user(session.user_id)? else {
+            return Err(ApiError::unauthorized());
+        };
+        if user.session_epoch != session.epoch || !user.email_confirmed {
+            return Err(ApiError::unauthorized());
+        }
+        let Some(account) = store.account(user.account_id)? else {
+            return Err(ApiError::unauthorized());
+        };
+        Ok(Self {
+            user,
+            account,
+            token_hash: hash,
+            via_cookie,
+        })
+    }
+}
+
+/// True for methods that change nothing.
+pub(crate) fn is_safe(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The billing system: `Authorization: Bearer <operator.token>`, compared in constant time.
+/// While the token is the shipped placeholder, the operator API is closed (403
+/// `operator_token_unset`) unless the app runs in demo mode.
+pub struct Operator;
+
+impl FromRequestParts<App> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        let configured = &app.config().operator.token;
+        if configured == qorgan_config::PLACEHOLDER_SECRET && !app.options().demo {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "operator_token_unset",
+                "operator.token still has the placeholder value; set a secret token in the config",
+            ));
+        }
+        let given = bearer(parts).unwrap_or("");
+        // Hash both sides so that the comparison's time does not depend on the lengths.
+        let a = token_hash(given);
+        let b = token_hash(configured);
+        if bool::from(a.ct_eq(&b)) && !given.is_empty() {
+            Ok(Self)
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "operator token required",
+            ))
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The HTTP API of CONTRACT §4 (base path `/api/v1`) plus `GET /health`.
+//!
+//! Every response that is not a success is the JSON error object, whatever produced it: a
+//! handler ([`ApiError`]), an extractor, routing (404/405), the request timeout (408) or a panic
+//! (500): the last two are rewritten by the outer layers.
+//!
+//! CSRF: state-changing requests (`POST`, `PUT`, `PATCH`, `DELETE`) that carry an `Origin`
+//! header — or, without one, a `Referer` — must come from the origin of `http.public_url`;
+//! bodies must be `Content-Type: application/json`, which a cross-site HTML form cannot send
+//! without a CORS preflight that this API never grants. The session cookie is also
+//! `SameSite=Lax`. Bearer-token clients send no cookie and are not exposed to CSRF.
+
+pub mod account;
+mod error;
+pub mod extract;
+pub mod operator;
+pub mod users;
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+pub use error::{ApiError, ErrorBody, ErrorDetail, CONTRACT_HINT};
+pub use extract::SESSION_COOKIE;
+
+use crate::App;
+
+/// The OpenAPI document, generated from the handlers' annotations and the DTOs' schemas.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Qorgan cabinet API", description = "Customer cabinet and operator (billing) API"),
+    paths(
+        health,
+        operator::create_account,
+        operator::get_account,
+        operator::add_network,
+        operator::add_service,
+        operator::post_charge,
+        account::register,
+        account::login,
+        account::logout,
+        account::forgot,
+        account::reset,
+        account::change_password,
+        account::me,
+        users::list,
+        users::create,
+        users::update,
+        users::delete,
+        users::confirm,
+    ),
+    components(schemas(ErrorBody, ErrorDetail, Health)),
+    modifiers(&Security),
+    tags(
+        (name = "operator", description = "Billing integration: `Authorization: Bearer <operator.token>`"),
+        (name = "customer", description = "The cabinet: session cookie or `Authorization: Bearer <session token>`"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "operator",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document as JSON text (computed once at startup).
+pub fn openapi_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// The routes, with the state and the outer layers (CSRF guard, JSON errors, timeout, panic).
+pub(crate) fn router(app: App) -> Router {
+    let api = Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/health", get(health))
+        .route("/operator/accounts", post(operator::create_account))
+        .route(
+            "/operator/accounts/{account_number}",
+            get(operator::get_account),
+        )
+        .route(
+            "/operator/accounts/{account_number}/networks",
+            post(operator::add_network),
+        )
+        .route(
+            "/operator/accounts/{account_number}/services",
+            post(operator::add_service),
+        )
+        .route(
+            "/operator/accounts/{account_number}/charges",
+            post(operator::post_charge),
+        )
+        .route("/register", post(account::register))
+        .route("/session", post(account::login).delete(account::logout))
+        .route("/password/forgot", post(account::forgot))
+        .route("/password/reset", post(account::reset))
+        .route("/me/password", post(account::change_password))
+        .route("/me", get(account::me))
+        .route("/users", get(users::list).post(users::create))
+        .route("/users/confirm", get(users::confirm))
+        .route("/users/{id}", patch(users::update).delete(users::delete));
+    let timeout = Duration::from_secs(app.config().http.request_timeout_secs);
+    Router::new()
+        .route("/health", get(health))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), csrf_guard))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(middleware::map_response(json_errors))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("a request handler panicked");
+                ApiError::internal().into_response()
+            },
+        ))
+        .with_state(app)
+}
+
+async fn not_found() -> ApiError {
+    let (code, message) = error::code_for_status(StatusCode::NOT_FOUND);
+    ApiError::new(StatusCode::NOT_FOUND, code, message)
+}
+
+/// Rewrites any error response without a JSON body (405 from routing, 408 from the timeout)
+/// into the JSON error object.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (code, message) = error::code_for_status(status);
+    let mut out = ApiError::new(status, code, message).into_response();
+    if let Some(allow) = resp.headers().get(header::ALLOW) {
+        out.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    out
+}
+
+/// The origin (`scheme://host[:port]`, lower case) of `http.public_url`.
+fn public_origin(app: &App) -> String {
+    let url = app.config().http.public_url.to_ascii_lowercase();
+    match url.find("://") {
+        Some(i) => {
+            let rest = &url[i + 3..];
+            let end = rest.find('/').map_or(url.len(), |j| i + 3 + j);
+            url[..end].to_owned()
+        }
+        None => url,
+    }
+}
+
+/// True when the request's `Origin` (or, lacking it, `Referer`) is the public origin, or when
+/// it carries neither (not a browser, or a browser that sends them for every cross-site write).
+pub(crate) fn origin_allowed(app: &App, headers: &HeaderMap) -> bool {
+    let origin = public_origin(app);
+    if let Some(o) = headers.get(header::ORIGIN) {
+        return o.to_str().is_ok_and(|o| o.eq_ignore_ascii_case(&origin));
+    }
+    if let Some(r) = headers.get(header::REFERER) {
+        return r.to_str().is_ok_and(|r| {
+            let r = r.to_ascii_lowercase();
+            r == origin || r.starts_with(&format!("{origin}/"))
+        });
+    }
+    true
+}
+
+pub(crate) fn csrf_error() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "csrf_rejected",
+        "запрос с чужого сайта отклонён (Origin/Referer не совпадает с адресом кабинета)",
+    )
+}
+
+async fn csrf_guard(State(app): State<App>, req: Request, next: Next) -> Response {
+    if !extract::is_safe(req.method()) && !origin_allowed(&app, req.headers()) {
+        return csrf_error().into_response();
+    }
+    next.run(req).await
+}
+
+async fn openapi(State(app): State<App>) -> Response {
+    let mut resp = app.openapi().to_owned().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// `GET /health` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` when the store answers.
+    pub status: &'static str,
+}
+
+/// Liveness and store check.
+#[utoipa::path(get, path = "/health", tag = "operator",
+    responses((status = 200, body = Health), (status = 500, body = ErrorBody)))]
+async fn health(State(app): State<App>) -> Result<Json<Health>, ApiError> {
+    app.store().account_by_number("")?;
+    Ok(Json(Health { status: "ok" }))
+}
+
+/// RFC 3339 text of unix seconds.
+pub(crate) fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}

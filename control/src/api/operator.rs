@@ -1,0 +1,403 @@
+//! Operator (billing integration) endpoints: provision accounts, map networks, add services,
+//! post charges. Retried calls are harmless: the same account number again answers 409 with
+//! the stored record, the same network on the same account answers 200 with it.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, ApiPath, Operator};
+use super::rfc3339;
+use crate::store::{
+    Account, AccountStatus, LedgerEntry, Network, NewAccount, Service, ServiceStatus,
+};
+use crate::{now_secs, validate, App};
+
+/// Longest holder name / company / description.
+const TEXT_MAX: usize = 200;
+
+/// `POST /operator/accounts` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    /// Лицевой счёт: 1–20 digits; the owner's login.
+    pub account_number: String,
+    /// The contract number as billing has it (1–64 characters).
+    pub contract_number: String,
+    /// IIN or BIN, 12 digits with a valid check digit.
+    pub iin_bin: String,
+    /// Holder name (ФИО or organisation).
+    pub name: String,
+    /// Company name.
+    pub company: Option<String>,
+}
+
+/// A network as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NetworkView {
+    /// Id.
+    pub id: u64,
+    /// CIDR, host bits cleared.
+    pub cidr: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl From<&Network> for NetworkView {
+    fn from(n: &Network) -> Self {
+        Self {
+            id: n.id,
+            cidr: n.cidr.to_string(),
+            created_at: rfc3339(n.created_at),
+        }
+    }
+}
+
+/// A service as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceView {
+    /// Id.
+    pub id: u64,
+    /// Kind, e.g. `internet`.
+    pub kind: String,
+    /// Tariff name.
+    pub name: String,
+    /// Monthly fee in tiyn.
+    pub monthly_fee_tiyn: i64,
+    /// `active`, `disconnect_requested` or `disconnected`.
+    #[schema(value_type = String)]
+    pub status: ServiceStatus,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl From<&Service> for ServiceView {
+    fn from(s: &Service) -> Self {
+        Self {
+            id: s.id,
+            kind: s.kind.clone(),
+            name: s.name.clone(),
+            monthly_fee_tiyn: s.monthly_fee_tiyn,
+            status: s.status,
+            created_at: rfc3339(s.created_at),
+        }
+    }
+}
+
+/// An account with its networks, services and balance.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountView {
+    /// Лицевой счёт.
+    pub account_number: String,
+    /// Contract number as billing has it.
+    pub contract_number: String,
+    /// IIN/BIN.
+    pub iin_bin: String,
+    /// Holder name.
+    pub name: String,
+    /// Company.
+    pub company: Option<String>,
+    /// `active`, `suspended` or `closed`.
+    #[schema(value_type = String)]
+    pub status: AccountStatus,
+    /// True once the customer registered the cabinet.
+    pub registered: bool,
+    /// When it was registered (RFC 3339).
+    pub registered_at: Option<String>,
+    /// Balance in tiyn (sum of the ledger).
+    pub balance_tiyn: i64,
+    /// Mapped networks.
+    pub networks: Vec<NetworkView>,
+    /// Services.
+    pub services: Vec<ServiceView>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+pub(crate) fn account_view(app: &App, a: &Account) -> Result<AccountView, ApiError> {
+    let store = app.store();
+    Ok(AccountView {
+        account_number: a.account_number.clone(),
+        contract_number: a.contract_number.clone(),
+        iin_bin: a.iin_bin.clone(),
+        name: a.name.clone(),
+        company: a.company.clone(),
+        status: a.status,
+        registered: a.owner_user_id.is_some(),
+        registered_at: a.registered_at.map(rfc3339),
+        balance_tiyn: store.balance(a.id)?,
+        networks: store
+            .networks(a.id)?
+            .iter()
+            .map(NetworkView::from)
+            .collect(),
+        services: store
+            .services(a.id)?
+            .iter()
+            .map(ServiceView::from)
+            .collect(),
+        created_at: rfc3339(a.created_at),
+    })
+}
+
+fn find(app: &App, number: &str) -> Result<Account, ApiError> {
+    app.store().account_by_number(number)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "account_not_found",
+            format!("лицевой счёт {number} не найден"),
+        )
+    })
+}
+
+fn required_text(field: &str, value: &str) -> Result<String, ApiError> {
+    validate::optional_text(Some(value), TEXT_MAX)
+        .map_err(|r| ApiError::field(field, r))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "missing_field",
+                format!("поле «{field}» не заполнено"),
+            )
+            .with_field(field)
+        })
+}
+
+/// Provisions an account (idempotent on the account number).
+#[utoipa::path(post, path = "/api/v1/operator/accounts", tag = "operator", request_body = CreateAccount,
+    security(("operator" = [])),
+    responses(
+        (status = 201, body = AccountView),
+        (status = 400, body = ErrorBody, description = "invalid field"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "operator_token_unset"),
+        (status = 409, body = ErrorBody, description = "account_exists (with the stored `account`) or contract_taken"),
+    ))]
+pub(crate) async fn create_account(
+    State(app): State<App>,
+    _op: Operator,
+    ApiJson(body): ApiJson<CreateAccount>,
+) -> Result<(StatusCode, Json<AccountView>), ApiError> {
+    let account_number = validate::account_number(&body.account_number)
+        .map_err(|r| ApiError::field("account_number", r))?;
+    let contract_key = validate::contract_key(&body.contract_number)
+        .map_err(|r| ApiError::field("contract_number", r))?;
+    let (iin_bin, _) =
+        validate::iin_bin(&body.iin_bin).map_err(|r| ApiError::field("iin_bin", r))?;
+    let name = required_text("name", &body.name)?;
+    let company = validate::optional_text(body.company.as_deref(), TEXT_MAX)
+        .map_err(|r| ApiError::field("company", r))?;
+    let new = NewAccount {
+        account_number,
+        contract_number: body.contract_number.trim().to_owned(),
+        contract_key,
+        iin_bin,
+        name,
+        company,
+    };
+    match app.store().create_account(new, now_secs()) {
+        Ok(a) => Ok((StatusCode::CREATED, Json(account_view(&app, &a)?))),
+        Err(crate::ControlError::AccountExists(existing)) => {
+            let view = account_view(&app, &existing)?;
+            let value = serde_json::to_value(&view).unwrap_or_default();
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "account_exists",
+                format!("лицевой счёт {} уже заведён", existing.account_number),
+            )
+            .with_field("account_number")
+            .with_extra("account", value))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One account with its networks, services and balance.
+#[utoipa::path(get, path = "/api/v1/operator/accounts/{account_number}", tag = "operator",
+    security(("operator" = [])),
+    params(("account_number" = String, Path, description = "лицевой счёт")),
+    responses((status = 200, body = AccountView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_account(
+    State(app): State<App>,
+    _op: Operator,
+    ApiPath(number): ApiPath<String>,
+) -> Result<Json<AccountView>, ApiError> {
+    let a = find(&app, &number)?;
+    Ok(Json(account_view(&app, &a)?))
+}
+
+/// `POST /operator/accounts/{n}/networks` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddNetwork {
+    /// IPv4 or IPv6 network in CIDR form, e.g. `203.0.113.0/24` or `2001:db8::/48`.
+    pub cidr: String,
+}
+
+/// Maps a network to the account (201; 200 when the same network was already mapped to it).
+#[utoipa::path(post, path = "/api/v1/operator/accounts/{account_number}/networks", tag = "operator",
+    security(("operator" = [])), request_body = AddNetwork,
+    params(("account_number" = String, Path, description = "лицевой счёт")),
+    responses((status = 201, body = NetworkView), (status = 200, body = NetworkView, description = "already mapped"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "network_overlap: names the other account")))]
+pub(crate) async fn add_network(
+    State(app): State<App>,
+    _op: Operator,
+    ApiPath(number): ApiPath<String>,
+    ApiJson(body): ApiJson<AddNetwork>,
+) -> Result<(StatusCode, Json<NetworkView>), ApiError> {
+    let account = find(&app, &number)?;
+    let cidr: IpNet = body.cidr.trim().parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_cidr",
+            "ожидается сеть вида 203.0.113.0/24 или 2001:db8::/48",
+        )
+        .with_field("cidr")
+    })?;
+    let (network, fresh) = app.store().add_network(account.id, cidr, now_secs())?;
+    let status = if fresh {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(NetworkView::from(&network))))
+}
+
+/// `POST /operator/accounts/{n}/services` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddService {
+    /// Kind: `a-z`, `0-9`, `_`, `-`, 1–32 characters (e.g. `internet`, `dns_filter`).
+    pub kind: String,
+    /// Tariff name.
+    pub name: String,
+    /// Monthly fee in tiyn (≥ 0).
+    pub monthly_fee_tiyn: i64,
+}
+
+/// Adds a service to the account.
+#[utoipa::path(post, path = "/api/v1/operator/accounts/{account_number}/services", tag = "operator",
+    security(("operator" = [])), request_body = AddService,
+    params(("account_number" = String, Path, description = "лицевой счёт")),
+    responses((status = 201, body = ServiceView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn add_service(
+    State(app): State<App>,
+    _op: Operator,
+    ApiPath(number): ApiPath<String>,
+    ApiJson(body): ApiJson<AddService>,
+) -> Result<(StatusCode, Json<ServiceView>), ApiError> {
+    let account = find(&app, &number)?;
+    let kind = body.kind.trim();
+    if !qorgan_config::is_category_name(kind) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_kind",
+            "вид услуги: a-z, 0-9, - и _, до 32 символов",
+        )
+        .with_field("kind"));
+    }
+    let name = required_text("name", &body.name)?;
+    if body.monthly_fee_tiyn < 0 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_amount",
+            "сумма не может быть отрицательной",
+        )
+        .with_field("monthly_fee_tiyn"));
+    }
+    let s = app.store().add_service(
+        account.id,
+        kind.to_owned(),
+        name,
+        body.monthly_fee_tiyn,
+        now_secs(),
+    )?;
+    Ok((StatusCode::CREATED, Json(ServiceView::from(&s))))
+}
+
+/// `POST /operator/accounts/{n}/charges` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostCharge {
+    /// Amount in tiyn, positive; lowers the balance by it.
+    pub amount_tiyn: i64,
+    /// What it is for.
+    pub description: String,
+    /// The service charged (one of the account's).
+    pub service_id: Option<u64>,
+}
+
+/// A posted charge and the balance after it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChargeView {
+    /// Ledger entry id.
+    pub id: u64,
+    /// The charged amount (positive) in tiyn.
+    pub amount_tiyn: i64,
+    /// Description.
+    pub description: String,
+    /// The service, if any.
+    pub service_id: Option<u64>,
+    /// RFC 3339.
+    pub at: String,
+    /// Balance after the charge, in tiyn.
+    pub balance_tiyn: i64,
+}
+
+fn charge_view(e: &LedgerEntry, balance: i64) -> ChargeView {
+    ChargeView {
+        id: e.id,
+        amount_tiyn: -e.amount_tiyn,
+        description: e.description.clone(),
+        service_id: e.service_id,
+        at: rfc3339(e.at),
+        balance_tiyn: balance,
+    }
+}
+
+/// Posts a charge (lowers the balance).
+#[utoipa::path(post, path = "/api/v1/operator/accounts/{account_number}/charges", tag = "operator",
+    security(("operator" = [])), request_body = PostCharge,
+    params(("account_number" = String, Path, description = "лицевой счёт")),
+    responses((status = 201, body = ChargeView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn post_charge(
+    State(app): State<App>,
+    _op: Operator,
+    ApiPath(number): ApiPath<String>,
+    ApiJson(body): ApiJson<PostCharge>,
+) -> Result<(StatusCode, Json<ChargeView>), ApiError> {
+    let account = find(&app, &number)?;
+    if body.amount_tiyn <= 0 || body.amount_tiyn > 1_000_000_000_000 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_amount",
+            "сумма должна быть положительной (в тиынах)",
+        )
+        .with_field("amount_tiyn"));
+    }
+    let description = required_text("description", &body.description)?;
+    let (entry, balance) = app
+        .store()
+        .post_charge(
+            account.id,
+            body.amount_tiyn,
+            description,
+            body.service_id,
+            now_secs(),
+        )
+        .map_err(|e| match e {
+            crate::ControlError::NotFound(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_service",
+                "у этого лицевого счёта нет такой услуги",
+            )
+            .with_field("service_id"),
+            other => other.into(),
+        })?;
+    Ok((StatusCode::CREATED, Json(charge_view(&entry, balance))))
+}

@@ -1,0 +1,267 @@
+//! The real `qorgan` binary: `serve --config FILE` in a temp data dir, driven over HTTP, with
+//! the welcome email caught by the SMTP sink; then stopped with SIGTERM and started again on the
+//! same data dir.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::support::*;
+
+struct Qorgan {
+    child: Child,
+    base: String,
+    _lines: mpsc::Receiver<String>,
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Qorgan {
+    fn start(config_file: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_qorgan"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config_file)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start qorgan");
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { return };
+                    let _ = tx.send(strip_ansi(&line));
+                }
+            });
+        }
+        let mut seen = Vec::new();
+        let base = loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    if line.contains("cabinet listening") {
+                        let addr = line
+                            .split("addr=")
+                            .nth(1)
+                            .expect("addr field")
+                            .split_whitespace()
+                            .next()
+                            .unwrap()
+                            .to_owned();
+                        break format!("http://{addr}");
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "qorgan did not report its HTTP address; output:\n{}",
+                        seen.join("\n")
+                    );
+                }
+            }
+        };
+        Self {
+            child,
+            base,
+            _lines: rx,
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        for _ in 0..300 {
+            if let Some(code) = self.child.try_wait().unwrap() {
+                assert!(code.success(), "qorgan exited with {code}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("qorgan did not stop within 15 s of SIGTERM");
+    }
+}
+
+impl Drop for Qorgan {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+async fn call(
+    base: &str,
+    method: Method,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, serde_json::Value) {
+    let mut req = reqwest::Client::new().request(method, format!("{base}{path}"));
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn the_binary_serves_the_cabinet_and_keeps_data_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = SmtpSink::start().await;
+    let lists = concat!(env!("CARGO_MANIFEST_DIR"), "/../blocklists/lists");
+    let config = format!(
+        r#"
+[dns]
+listen = ["127.0.0.1:0"]
+upstreams = ["127.0.0.1:9"]
+[http]
+listen = "127.0.0.1:0"
+public_url = "{PUBLIC_URL}"
+[metrics]
+listen = "127.0.0.1:0"
+[storage]
+data_dir = "{data}"
+[lists]
+dir = "{lists}"
+watch = false
+[operator]
+token = "{OPERATOR_TOKEN}"
+[payments]
+secret = "test-payments-secret"
+[mail]
+smtp = "{smtp}"
+from = "Qorgan <noreply@cabinet.example.kz>"
+"#,
+        data = dir.path().join("data").display(),
+        smtp = sink.url(),
+    );
+    let config_file = dir.path().join("qorgan.toml");
+    std::fs::write(&config_file, config).unwrap();
+
+    let q = Qorgan::start(&config_file);
+    let op = Some(OPERATOR_TOKEN);
+    let (st, body) = call(
+        &q.base,
+        Method::POST,
+        "/api/v1/operator/accounts",
+        op,
+        Some(json!({"account_number": "9001", "contract_number": "№ 9001/10", "iin_bin": BIN, "name": "ТОО «Бинарь»"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{body}");
+    let (st, _) = call(
+        &q.base,
+        Method::POST,
+        "/api/v1/operator/accounts/9001/charges",
+        op,
+        Some(json!({"amount_tiyn": 142_500, "description": "ноябрь"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, body) = call(
+        &q.base,
+        Method::POST,
+        "/api/v1/register",
+        None,
+        Some(json!({"full_name": "Айгерим", "email": "bin@example.kz", "phone": "+7 (701) 000-00-01", "contract_number": "9001/10", "iin_bin": BIN})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{body}");
+    let mail = sink.next(20).await;
+    assert_eq!(
+        mail.line_value("Имя пользователя: ").as_deref(),
+        Some("9001")
+    );
+    let password = mail.line_value("Пароль: ").unwrap();
+    let (st, body) = call(
+        &q.base,
+        Method::POST,
+        "/api/v1/session",
+        None,
+        Some(json!({"username": "9001", "password": password})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let token = body["token"].as_str().unwrap().to_owned();
+    let (st, me) = call(&q.base, Method::GET, "/api/v1/me", Some(&token), None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(me["balance_tiyn"], -142_500);
+    let (st, _) = call(&q.base, Method::GET, "/api/v1/openapi.json", None, None).await;
+    assert_eq!(st, StatusCode::OK);
+    q.stop();
+
+    let q = Qorgan::start(&config_file);
+    let (st, body) = call(
+        &q.base,
+        Method::POST,
+        "/api/v1/session",
+        None,
+        Some(json!({"username": "9001", "password": password})),
+    )
+    .await;
+    assert_eq!(
+        st,
+        StatusCode::OK,
+        "the account and its password survive a restart: {body}"
+    );
+    let token = body["token"].as_str().unwrap().to_owned();
+    let (_, me) = call(&q.base, Method::GET, "/api/v1/me", Some(&token), None).await;
+    assert_eq!(me["contract_number"], "№ 9001/10");
+    assert_eq!(me["balance_tiyn"], -142_500);
+    let (st, body) = call(
+        &q.base,
+        Method::POST,
+        "/api/v1/register",
+        None,
+        Some(json!({"email": "bin2@example.kz", "phone": "+77010000002", "contract_number": "9001/10", "iin_bin": BIN})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{body}");
+    assert!(
+        sink.quiet_for(300).await,
+        "the welcome email is not sent twice after a restart"
+    );
+    q.stop();
+}

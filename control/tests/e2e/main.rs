@@ -1,0 +1,16 @@
+//! End-to-end tests of the cabinet API: real HTTP on 127.0.0.1, a real sled store in a temp
+//! dir, a real (in-process) SMTP sink; `binary` drives the `qorgan` binary itself.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    missing_docs,
+    unreachable_pub
+)]
+
+mod abuse;
+mod binary;
+mod errors;
+mod flow;
+mod measure;
+mod outbox;
+mod support;

@@ -1,0 +1,342 @@
+//! The per-query handler hickory-server calls: client → account, decision, answer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::Guard;
+use hickory_net::runtime::Time;
+use hickory_net::xfer::Protocol;
+use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, Record};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use qorgan_blocklists::{AccountPolicy, BlockMode, ClientPolicy, ListRef, PolicySnapshot, Verdict};
+use qorgan_config::UnknownClients;
+use tokio::sync::Semaphore;
+
+use crate::answer::{self, BlockAnswer};
+use crate::metrics::{DnsMetrics, Outcome, Proto, QtypeClass};
+use crate::store::SnapshotStore;
+use crate::upstream::Forwarder;
+
+impl From<BlockMode> for BlockAnswer {
+    fn from(mode: BlockMode) -> Self {
+        match mode {
+            BlockMode::Nxdomain => Self::NxDomain,
+            BlockMode::NullIp => Self::NullIp,
+            BlockMode::Refused => Self::Refused,
+            BlockMode::CustomIp { v4, v6 } => Self::CustomIp { v4, v6 },
+        }
+    }
+}
+
+/// Answers DNS queries by the policy of the account that owns the source address.
+///
+/// Implements hickory-server's [`RequestHandler`]; [`crate::run`] serves it on every listener,
+/// and benches drive it directly with [`Request::from_bytes`] and any [`ResponseHandler`].
+/// It never fails: every problem becomes an rcode (or, for unknown sources under
+/// `unknown_clients = "drop"`, no reply at all) and a counter.
+#[derive(Debug)]
+pub struct DnsHandler {
+    store: SnapshotStore,
+    forwarder: Forwarder,
+    metrics: Arc<DnsMetrics>,
+    unknown_clients: UnknownClients,
+    block_ttl: u32,
+    in_flight: Semaphore,
+}
+
+impl DnsHandler {
+    /// A handler reading policy from `store`, forwarding through `forwarder`, counting in
+    /// `metrics`, with `unknown_clients`, `block_ttl` and `max_in_flight` from `[dns]`.
+    pub fn new(
+        dns: &qorgan_config::DnsConfig,
+        store: SnapshotStore,
+        forwarder: Forwarder,
+        metrics: Arc<DnsMetrics>,
+    ) -> Self {
+        Self {
+            store,
+            forwarder,
+            metrics,
+            unknown_clients: dns.unknown_clients,
+            block_ttl: dns.block_ttl,
+            in_flight: Semaphore::new(dns.max_in_flight.clamp(1, Semaphore::MAX_PERMITS)),
+        }
+    }
+
+    async fn answer<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        handle: R,
+        proto: Proto,
+    ) -> (Outcome, ResponseInfo) {
+        // hickory-server drops parsed QR=1 messages itself; this keeps us safe if that changes.
+        if request.metadata.message_type != MessageType::Query {
+            return (Outcome::Dropped, no_reply(request));
+        }
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            self.metrics.record_overload();
+            if proto == Proto::Udp {
+                // A UDP client retries; a flood gets nothing to amplify.
+                return (Outcome::Dropped, no_reply(request));
+            }
+            return (
+                Outcome::Servfail,
+                send_rcode(handle, request, ResponseCode::ServFail).await,
+            );
+        };
+
+        let snapshot = self.store.load();
+        let policy = match snapshot.client_policy(request.src().ip()) {
+            ClientPolicy::Account(p) | ClientPolicy::DefaultNetwork(p) => p.clone(),
+            ClientPolicy::Unknown => match (self.unknown_clients, &snapshot.default_policy) {
+                (UnknownClients::Default, Some(p)) => p.clone(),
+                (UnknownClients::Drop, _) => {
+                    tracing::debug!(src = %request.src(), "query from an unknown source dropped");
+                    return (Outcome::Dropped, no_reply(request));
+                }
+                (UnknownClients::Refuse | UnknownClients::Default, _) => {
+                    return (
+                        Outcome::Refused,
+                        send_rcode(handle, request, ResponseCode::Refused).await,
+                    );
+                }
+            },
+        };
+
+        if request.metadata.op_code != OpCode::Query {
+            return (
+                Outcome::Malformed,
+                send_rcode(handle, request, ResponseCode::NotImp).await,
+            );
+        }
+        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            return (
+                Outcome::Malformed,
+                send_rcode(handle, request, ResponseCode::BADVERS).await,
+            );
+        }
+        let [query] = request.queries.queries() else {
+            return (
+                Outcome::Malformed,
+                send_rcode(handle, request, ResponseCode::FormErr).await,
+            );
+        };
+        if query.query_class() != DNSClass::IN {
+            return (
+                Outcome::Refused,
+                send_rcode(handle, request, ResponseCode::Refused).await,
+            );
+        }
+
+        let verdict = snapshot.decide_labels_rev(&policy, RevLabels::of(query.name()).iter());
+        if verdict.is_blocked() {
+            policy.counters.record(&verdict);
+            let info = self
+                .send_blocked(handle, request, &snapshot, &policy, verdict)
+                .await;
+            return (Outcome::Blocked, info);
+        }
+
+        // Keep this snapshot for the CNAME check: the policy's category bits index its catalog.
+        let snapshot = Guard::into_inner(snapshot);
+        let mut forwarded = self
+            .forwarder
+            .lookup(Name::from(query.name().clone()), query.query_type())
+            .await;
+        // 0x20: the upstream saw (and echoed) a randomised case; give the client its own back.
+        let client_name = query.original().name();
+        for record in &mut forwarded.answers {
+            if record.name == *client_name && !record.name.eq_case(client_name) {
+                record.name = client_name.clone();
+            }
+        }
+        self.metrics.record_cache(forwarded.cache_hit);
+
+        for record in &forwarded.answers {
+            if let RData::CNAME(target) = &record.data {
+                let cname_verdict =
+                    snapshot.decide_labels_rev(&policy, RevLabels::of(&target.0).iter());
+                if cname_verdict.is_blocked() {
+                    tracing::debug!(name = %query.name(), target = %target.0, "blocked through a CNAME");
+                    policy.counters.record(&cname_verdict);
+                    let info = self
+                        .send_blocked(handle, request, &snapshot, &policy, cname_verdict)
+                        .await;
+                    return (Outcome::Blocked, info);
+                }
+            }
+        }
+        policy.counters.record(&verdict);
+
+        let outcome = if forwarded.rcode == ResponseCode::ServFail {
+            Outcome::Servfail
+        } else {
+            Outcome::Allowed
+        };
+        let edns = request.edns.as_ref().map(answer::response_edns);
+        let info = send(
+            handle,
+            request,
+            edns.as_ref(),
+            forwarded.rcode,
+            &forwarded.answers,
+            &forwarded.authorities,
+            &forwarded.additionals,
+        )
+        .await;
+        (outcome, info)
+    }
+
+    async fn send_blocked<R: ResponseHandler>(
+        &self,
+        handle: R,
+        request: &Request,
+        snapshot: &PolicySnapshot,
+        policy: &AccountPolicy,
+        verdict: Verdict,
+    ) -> ResponseInfo {
+        let Some(query) = request.queries.queries().first() else {
+            return no_reply(request);
+        };
+        let synth = answer::blocked(
+            policy.block_mode.into(),
+            query.original().name(),
+            query.query_type(),
+            self.block_ttl,
+        );
+        let edns = request.edns.as_ref().map(|req| {
+            let mut edns = answer::response_edns(req);
+            answer::add_blocked_ede(&mut edns, ede_text(snapshot, verdict));
+            edns
+        });
+        send(
+            handle,
+            request,
+            edns.as_ref(),
+            synth.rcode,
+            &synth.answers,
+            &synth.authorities,
+            &[],
+        )
+        .await
+    }
+}
+
+/// A name's labels on the stack, to walk TLD first with a `Clone` iterator (hickory's label
+/// iterator is not `Clone`, and a dotted copy would allocate per query).
+struct RevLabels<'a> {
+    labels: [&'a [u8]; 128],
+    len: usize,
+}
+
+impl<'a> RevLabels<'a> {
+    fn of(name: &'a Name) -> Self {
+        let mut labels: [&'a [u8]; 128] = [&[]; 128];
+        let mut len = 0;
+        // A wire name has at most 127 labels; anything beyond would be dropped, not overflow.
+        for (slot, label) in labels.iter_mut().zip(name.iter()) {
+            *slot = label;
+            len += 1;
+        }
+        Self { labels, len }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &'a [u8]> + Clone + '_ {
+        self.labels[..self.len].iter().rev().copied()
+    }
+}
+
+/// The EDE extra text: which list blocked the name (a category's name, or the own list).
+fn ede_text(snapshot: &PolicySnapshot, verdict: Verdict) -> &str {
+    match verdict {
+        Verdict::Block { by } => match by.list {
+            ListRef::Category(c) => snapshot
+                .catalog
+                .categories()
+                .get(usize::from(c))
+                .map_or("category", |info| info.name.as_str()),
+            ListRef::OwnBlock => "own block list",
+            ListRef::OwnAllow => "",
+        },
+        Verdict::Allow | Verdict::Allowed { .. } => "",
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for DnsHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        let started = Instant::now();
+        let protocol = request.protocol();
+        let proto = if protocol == Protocol::Udp {
+            Proto::Udp
+        } else if protocol == Protocol::Tcp {
+            Proto::Tcp
+        } else {
+            Proto::Other
+        };
+        let qtype = request
+            .queries
+            .queries()
+            .first()
+            .map_or(QtypeClass::Other, |q| QtypeClass::of(q.query_type()));
+        let (outcome, info) = self.answer(request, response_handle, proto).await;
+        self.metrics
+            .record_query(proto, qtype, outcome, started.elapsed().as_secs_f64());
+        info
+    }
+}
+
+/// The info hickory gets when we deliberately send nothing (it only logs it).
+fn no_reply(request: &Request) -> ResponseInfo {
+    ResponseInfo::from(Header {
+        metadata: Metadata::response_from_request(&request.metadata),
+        counts: HeaderCounts::default(),
+    })
+}
+
+async fn send_rcode<R: ResponseHandler>(
+    handle: R,
+    request: &Request,
+    rcode: ResponseCode,
+) -> ResponseInfo {
+    let edns = request.edns.as_ref().map(answer::response_edns);
+    send(handle, request, edns.as_ref(), rcode, &[], &[], &[]).await
+}
+
+async fn send<R: ResponseHandler>(
+    mut handle: R,
+    request: &Request,
+    edns: Option<&Edns>,
+    rcode: ResponseCode,
+    answers: &[Record],
+    authorities: &[Record],
+    additionals: &[Record],
+) -> ResponseInfo {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.recursion_available = true;
+    metadata.authoritative = false;
+    metadata.response_code = rcode;
+    let response = MessageResponseBuilder::new(&request.queries, edns).build(
+        metadata,
+        answers.iter(),
+        authorities.iter(),
+        std::iter::empty(),
+        additionals.iter(),
+    );
+    match handle.send_response(response).await {
+        Ok(info) => info,
+        Err(error) => {
+            tracing::debug!(%error, src = %request.src(), "cannot send the answer");
+            ResponseInfo::from(Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            })
+        }
+    }
+}

@@ -1,0 +1,548 @@
+//! The policy snapshot store: the one place the query path reads policy from.
+//!
+//! Readers call [`SnapshotStore::load`] (an `arc_swap` guard: no lock, no allocation).
+//! Writers (the lists watcher, the policy file watcher, the control plane) change one part
+//! (the catalog, or the accounts) and the store rebuilds a whole [`PolicySnapshot`] from the
+//! current parts and swaps it in atomically: a query sees the old snapshot or the new one,
+//! never a mix, and never waits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use arc_swap::{ArcSwap, Guard};
+use ipnet::IpNet;
+use qorgan_blocklists::{
+    AccountCounters, AccountId, AccountPolicy, BlockMode, Catalog, ClientMap, DomainSet,
+    PolicySnapshot,
+};
+
+use crate::metrics::DnsMetrics;
+use crate::ResolverError;
+
+/// The id the `[default_policy]` carries in its [`AccountPolicy`] (control-plane account ids
+/// start at 1).
+pub const DEFAULT_POLICY_ID: AccountId = AccountId(0);
+
+/// One account as the resolver needs it, with its categories by name: category indices
+/// change when categories are added or removed, so the store resolves names against each
+/// catalog it publishes.
+#[derive(Debug, Clone)]
+pub struct AccountSpec {
+    /// The account.
+    pub id: AccountId,
+    /// The filter switch: `false` resolves everything (queries are still counted).
+    pub enabled: bool,
+    /// Source networks mapped to the account.
+    pub networks: Vec<IpNet>,
+    /// Enabled categories (folder names of `lists.dir`). Names the catalog does not have are
+    /// skipped with a warning.
+    pub categories: Vec<String>,
+    /// How blocked names are answered.
+    pub block_mode: BlockMode,
+    /// The account's own block list, compiled ([`qorgan_blocklists::build_own_sets`]).
+    pub own_block: DomainSet,
+    /// The account's own allow list: wins over every block.
+    pub own_allow: DomainSet,
+}
+
+impl AccountSpec {
+    /// An enabled account with the given networks and categories, no own lists.
+    pub fn new(
+        id: AccountId,
+        networks: Vec<IpNet>,
+        categories: Vec<String>,
+        block_mode: BlockMode,
+    ) -> Self {
+        Self {
+            id,
+            enabled: true,
+            networks,
+            categories,
+            block_mode,
+            own_block: DomainSet::default(),
+            own_allow: DomainSet::default(),
+        }
+    }
+
+    /// The `[default_policy]` section as a spec (id [`DEFAULT_POLICY_ID`]).
+    pub fn from_default_policy(config: &qorgan_config::DefaultPolicyConfig) -> Self {
+        let block_mode = block_mode_from_config(config.block_mode, &config.custom_ip);
+        Self::new(
+            DEFAULT_POLICY_ID,
+            config.networks.clone(),
+            config.categories.clone(),
+            block_mode,
+        )
+    }
+}
+
+/// Maps the config's block mode name and block page addresses to a [`BlockMode`].
+pub fn block_mode_from_config(
+    mode: qorgan_config::BlockModeName,
+    custom_ip: &[IpAddr],
+) -> BlockMode {
+    use qorgan_config::BlockModeName as N;
+    match mode {
+        N::Nxdomain => BlockMode::Nxdomain,
+        N::NullIp => BlockMode::NullIp,
+        N::Refused => BlockMode::Refused,
+        N::CustomIp => BlockMode::CustomIp {
+            v4: custom_ip.iter().find_map(|ip| match ip {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            }),
+            v6: custom_ip.iter().find_map(|ip| match ip {
+                IpAddr::V6(v6) => Some(*v6),
+                IpAddr::V4(_) => None,
+            }),
+        },
+    }
+}
+
+/// Shared handle on the current [`PolicySnapshot`]; clones are cheap and see the same store.
+#[derive(Clone)]
+pub struct SnapshotStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SnapshotStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotStore")
+            .field("generation", &self.load().generation)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    current: ArcSwap<PolicySnapshot>,
+    /// Writers only; the query path never touches it. A std Mutex: nothing awaits while holding it.
+    parts: Mutex<Parts>,
+    metrics: OnceLock<Arc<DnsMetrics>>,
+}
+
+struct Parts {
+    generation: u64,
+    catalog: Arc<Catalog>,
+    default_spec: AccountSpec,
+    accounts: BTreeMap<AccountId, AccountSpec>,
+    /// Policies built against the current catalog; cleared when the catalog changes.
+    built: HashMap<AccountId, Arc<AccountPolicy>>,
+    /// Counters outlive rebuilds: an edit or a list reload must not reset an account's counts.
+    counters: HashMap<AccountId, Arc<AccountCounters>>,
+    /// Category names published to the list-size gauge, to remove the ones that disappear.
+    published_categories: Vec<String>,
+}
+
+impl SnapshotStore {
+    /// A store with no accounts, the `[default_policy]` of the config and an empty catalog
+    /// (every name resolves until a catalog is set).
+    pub fn new(default_policy: &qorgan_config::DefaultPolicyConfig) -> Self {
+        let catalog = Arc::new(Catalog::empty());
+        let mut parts = Parts {
+            generation: 0,
+            catalog: catalog.clone(),
+            default_spec: AccountSpec::from_default_policy(default_policy),
+            accounts: BTreeMap::new(),
+            built: HashMap::new(),
+            counters: HashMap::new(),
+            published_categories: Vec::new(),
+        };
+        let first = match parts.build() {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                // Only overlapping default networks can fail here; the config validated them.
+                tracing::error!(error = %e, "default_policy.networks overlap; the default policy applies to no network");
+                parts.default_spec.networks.clear();
+                PolicySnapshot::empty(catalog)
+            }
+        };
+        Self {
+            inner: Arc::new(Inner {
+                current: ArcSwap::from_pointee(first),
+                parts: Mutex::new(parts),
+                metrics: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The current snapshot, for the query path: no lock, no allocation.
+    #[inline]
+    pub fn load(&self) -> Guard<Arc<PolicySnapshot>> {
+        self.inner.current.load()
+    }
+
+    /// The current snapshot as an owned `Arc` (for holders that keep it across awaits).
+    pub fn load_full(&self) -> Arc<PolicySnapshot> {
+        self.inner.current.load_full()
+    }
+
+    /// The generation of the current snapshot (bumped by every publish).
+    pub fn generation(&self) -> u64 {
+        self.load().generation
+    }
+
+    /// Swaps in a new lists catalog; every account's categories are resolved against it.
+    pub fn set_catalog(&self, catalog: Arc<Catalog>) {
+        let mut parts = self.parts();
+        parts.catalog = catalog;
+        parts.built.clear();
+        // Accounts were valid with the previous catalog and networks do not depend on it.
+        if let Err(e) = self.publish(&mut parts) {
+            tracing::error!(error = %e, "cannot publish the new catalog");
+        }
+    }
+
+    /// Replaces the whole accounts table. Fails, keeping the previous table, when two accounts'
+    /// networks overlap (the error names both).
+    pub fn set_accounts(&self, accounts: Vec<AccountSpec>) -> Result<(), ResolverError> {
+        let mut parts = self.parts();
+        let old = std::mem::replace(
+            &mut parts.accounts,
+            accounts.into_iter().map(|a| (a.id, a)).collect(),
+        );
+        let old_built = std::mem::take(&mut parts.built);
+        match self.publish(&mut parts) {
+            Ok(()) => {
+                let live: Vec<AccountId> = parts.accounts.keys().copied().collect();
+                parts
+                    .counters
+                    .retain(|id, _| *id == DEFAULT_POLICY_ID || live.contains(id));
+                Ok(())
+            }
+            Err(e) => {
+                parts.accounts = old;
+                parts.built = old_built;
+                Err(e)
+            }
+        }
+    }
+
+    /// Adds or replaces one account (a customer's edit): only that account is rebuilt.
+    pub fn upsert_account(&self, account: AccountSpec) -> Result<(), ResolverError> {
+        let mut parts = self.parts();
+        let id = account.id;
+        let old = parts.accounts.insert(id, account);
+        let old_built = parts.built.remove(&id);
+        match self.publish(&mut parts) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                match old {
+                    Some(a) => parts.accounts.insert(id, a),
+                    None => parts.accounts.remove(&id),
+                };
+                if let Some(b) = old_built {
+                    parts.built.insert(id, b);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes one account; its sources become unknown clients.
+    pub fn remove_account(&self, id: AccountId) {
+        let mut parts = self.parts();
+        if parts.accounts.remove(&id).is_some() {
+            parts.built.remove(&id);
+            parts.counters.remove(&id);
+            if let Err(e) = self.publish(&mut parts) {
+                tracing::error!(error = %e, "cannot publish after removing an account");
+            }
+        }
+    }
+
+    /// An account's counters (they survive edits and list reloads); `None` for an unknown id.
+    /// [`DEFAULT_POLICY_ID`] gives the default policy's.
+    pub fn counters(&self, id: AccountId) -> Option<Arc<AccountCounters>> {
+        self.parts().counters.get(&id).cloned()
+    }
+
+    /// Publishes generation and list sizes to `metrics` from now on (first call wins).
+    pub(crate) fn attach_metrics(&self, metrics: Arc<DnsMetrics>) {
+        let _ = self.inner.metrics.set(metrics);
+        let mut parts = self.parts();
+        self.report(&mut parts, self.load().generation);
+    }
+
+    fn parts(&self) -> MutexGuard<'_, Parts> {
+        // A writer that panicked left the parts as they were before its change: still coherent.
+        self.inner
+            .parts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn publish(&self, parts: &mut Parts) -> Result<(), ResolverError> {
+        let snapshot = parts.build()?;
+        let generation = snapshot.generation;
+        self.inner.current.store(Arc::new(snapshot));
+        self.report(parts, generation);
+        tracing::debug!(
+            generation,
+            accounts = parts.accounts.len(),
+            "policy snapshot published"
+        );
+        Ok(())
+    }
+
+    fn report(&self, parts: &mut Parts, generation: u64) {
+        let Some(metrics) = self.inner.metrics.get() else {
+            return;
+        };
+        metrics.set_snapshot_generation(generation);
+        let names: Vec<String> = parts
+            .catalog
+            .categories()
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        let gone: Vec<String> = parts
+            .published_categories
+            .iter()
+            .filter(|n| !names.contains(n))
+            .cloned()
+            .collect();
+        metrics.set_list_sizes(
+            parts
+                .catalog
+                .categories()
+                .iter()
+                .map(|c| (c.name.as_str(), c.domains)),
+            &gone,
+        );
+        parts.published_categories = names;
+    }
+}
+
+impl Parts {
+    /// Builds the next snapshot from the parts; changes nothing but the caches on failure.
+    fn build(&mut self) -> Result<PolicySnapshot, ResolverError> {
+        let default = policy_for(&self.catalog, &mut self.counters, &self.default_spec);
+        let mut entries: Vec<(IpNet, Arc<AccountPolicy>)> = Vec::new();
+        for spec in self.accounts.values() {
+            let policy = match self.built.get(&spec.id) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = policy_for(&self.catalog, &mut self.counters, spec);
+                    self.built.insert(spec.id, p.clone());
+                    p
+                }
+            };
+            entries.extend(spec.networks.iter().map(|net| (*net, policy.clone())));
+        }
+        let clients = ClientMap::build(entries, |p: &Arc<AccountPolicy>| p.id).map_err(|e| {
+            ResolverError::Policy {
+                location: "accounts".to_owned(),
+                message: e.to_string(),
+            }
+        })?;
+        let default_networks =
+            ClientMap::build(self.default_spec.networks.iter().map(|n| (*n, ())), |()| {
+                0u8
+            })
+            .map_err(|e| ResolverError::Policy {
+                location: "default_policy.networks".to_owned(),
+                message: e.to_string(),
+            })?;
+        self.generation += 1;
+        Ok(PolicySnapshot {
+            generation: self.generation,
+            catalog: self.catalog.clone(),
+            clients,
+            default_policy: Some(default),
+            default_networks,
+        })
+    }
+}
+
+/// Resolves a spec against a catalog, reusing the account's counters.
+fn policy_for(
+    catalog: &Catalog,
+    counters: &mut HashMap<AccountId, Arc<AccountCounters>>,
+    spec: &AccountSpec,
+) -> Arc<AccountPolicy> {
+    let names = spec.categories.iter().map(String::as_str);
+    let categories = match catalog.category_mask(names) {
+        Ok(mask) => mask,
+        Err(unknown) => {
+            if !catalog.categories().is_empty() {
+                tracing::warn!(account = %spec.id, ?unknown, "categories not in the lists catalog are ignored");
+            }
+            let known = spec
+                .categories
+                .iter()
+                .map(String::as_str)
+                .filter(|n| !unknown.iter().any(|u| u == n));
+            catalog.category_mask(known).unwrap_or_default()
+        }
+    };
+    let counters = counters.entry(spec.id).or_default().clone();
+    Arc::new(AccountPolicy {
+        id: spec.id,
+        enabled: spec.enabled,
+        categories,
+        block_mode: spec.block_mode,
+        own_block: spec.own_block.clone(),
+        own_allow: spec.own_allow.clone(),
+        counters,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    use qorgan_blocklists::{ClientPolicy, Verdict};
+
+    fn catalog(lists: &[(&str, &str)]) -> Arc<Catalog> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (category, text) in lists {
+            let folder = dir.path().join(category);
+            std::fs::create_dir_all(&folder).expect("mkdir");
+            std::fs::write(folder.join("list.txt"), text).expect("write");
+        }
+        Arc::new(
+            qorgan_blocklists::compile_dir(dir.path())
+                .expect("compile")
+                .0,
+        )
+    }
+
+    fn no_default() -> qorgan_config::DefaultPolicyConfig {
+        qorgan_config::DefaultPolicyConfig {
+            networks: Vec::new(),
+            ..Default::default()
+        }
+    }
+
+    fn account(id: u64, net: &str, categories: &[&str]) -> AccountSpec {
+        AccountSpec::new(
+            AccountId(id),
+            vec![net.parse().expect("net")],
+            categories.iter().map(|c| (*c).to_owned()).collect(),
+            BlockMode::Nxdomain,
+        )
+    }
+
+    fn verdict(store: &SnapshotStore, ip: &str, name: &str) -> Verdict {
+        let snap = store.load();
+        let ClientPolicy::Account(policy) = snap.client_policy(ip.parse().expect("ip")) else {
+            panic!("no account for {ip}");
+        };
+        snap.decide_dotted(policy, name.as_bytes())
+    }
+
+    #[test]
+    fn categories_are_resolved_by_name_against_each_new_catalog() {
+        let store = SnapshotStore::new(&no_default());
+        store
+            .set_accounts(vec![account(1, "10.0.0.0/8", &["malware"])])
+            .expect("accounts");
+        store.set_catalog(catalog(&[
+            ("ads", "ads.example\n"),
+            ("malware", "evil.example\n"),
+        ]));
+        assert!(verdict(&store, "10.1.2.3", "evil.example").is_blocked());
+        assert!(!verdict(&store, "10.1.2.3", "ads.example").is_blocked());
+        // A new category sorts before "malware" and shifts its index: the name still decides.
+        store.set_catalog(catalog(&[
+            ("ads", "ads.example\n"),
+            ("aaa", "x.example\n"),
+            ("malware", "evil.example\n"),
+        ]));
+        assert!(verdict(&store, "10.1.2.3", "evil.example").is_blocked());
+        assert!(!verdict(&store, "10.1.2.3", "x.example").is_blocked());
+    }
+
+    #[test]
+    fn counters_survive_catalog_swaps_and_edits_but_not_removal() {
+        let store = SnapshotStore::new(&no_default());
+        store
+            .set_accounts(vec![account(1, "10.0.0.0/8", &[])])
+            .expect("accounts");
+        let counters = store.counters(AccountId(1)).expect("counters");
+        counters.queries.fetch_add(5, Ordering::Relaxed);
+        store.set_catalog(catalog(&[("ads", "ads.example\n")]));
+        store
+            .upsert_account(account(1, "10.0.0.0/8", &["ads"]))
+            .expect("edit");
+        let snap = store.load();
+        let ClientPolicy::Account(policy) = snap.client_policy("10.0.0.1".parse().expect("ip"))
+        else {
+            panic!()
+        };
+        assert_eq!(policy.counters.queries.load(Ordering::Relaxed), 5);
+        store.remove_account(AccountId(1));
+        assert!(store.counters(AccountId(1)).is_none());
+        assert!(matches!(
+            store.load().client_policy("10.0.0.1".parse().expect("ip")),
+            ClientPolicy::Unknown
+        ));
+    }
+
+    #[test]
+    fn overlapping_accounts_are_rejected_and_the_previous_table_stays() {
+        let store = SnapshotStore::new(&no_default());
+        store
+            .set_accounts(vec![account(1, "10.0.0.0/8", &[])])
+            .expect("accounts");
+        let generation = store.generation();
+        let err = store
+            .set_accounts(vec![
+                account(1, "10.0.0.0/8", &[]),
+                account(2, "10.1.0.0/16", &[]),
+            ])
+            .expect_err("overlap");
+        assert!(err.to_string().contains("10.1.0.0/16"), "{err}");
+        assert_eq!(store.generation(), generation, "nothing published");
+        let snap = store.load();
+        let ClientPolicy::Account(p) = snap.client_policy("10.1.0.1".parse().expect("ip")) else {
+            panic!()
+        };
+        assert_eq!(p.id, AccountId(1));
+        assert!(store
+            .upsert_account(account(3, "10.2.0.0/16", &[]))
+            .is_err());
+        assert!(matches!(
+            store.load().client_policy("10.2.0.1".parse().expect("ip")),
+            ClientPolicy::Account(_)
+        ));
+    }
+
+    #[test]
+    fn every_change_publishes_a_higher_generation() {
+        let store = SnapshotStore::new(&no_default());
+        let g0 = store.generation();
+        store.set_catalog(catalog(&[("ads", "a.example\n")]));
+        let g1 = store.generation();
+        store.set_accounts(Vec::new()).expect("empty table");
+        assert!(g0 < g1 && g1 < store.generation());
+    }
+
+    #[test]
+    fn default_networks_map_to_the_default_policy_with_its_block_mode() {
+        let config = qorgan_config::DefaultPolicyConfig {
+            block_mode: qorgan_config::BlockModeName::CustomIp,
+            custom_ip: vec![
+                "192.0.2.80".parse().expect("ip"),
+                "2001:db8::80".parse().expect("ip"),
+            ],
+            ..Default::default()
+        };
+        let store = SnapshotStore::new(&config);
+        let snap = store.load();
+        let ClientPolicy::DefaultNetwork(p) = snap.client_policy("127.0.0.9".parse().expect("ip"))
+        else {
+            panic!("loopback is a default network");
+        };
+        assert_eq!(p.id, DEFAULT_POLICY_ID);
+        assert_eq!(
+            p.block_mode,
+            BlockMode::CustomIp {
+                v4: Some("192.0.2.80".parse().expect("ip")),
+                v6: Some("2001:db8::80".parse().expect("ip"))
+            }
+        );
+    }
+}
