@@ -1,26 +1,34 @@
 #!/usr/bin/env bash
-# Side-by-side DNS load test: qorgan and Unbound with the same ~750k-domain union of the shared
-# blocklists, the same local upstream (nsd with a wildcard root zone), the server pinned to core 0
-# and dnsperf to core 1, half blocked and half allowed names from the shared popular lists.
+# Side-by-side DNS load test: qorgan (UDP fast path, and hickory only with dns.fast_path = false),
+# Unbound and PowerDNS Recursor with the same ~750k-domain union of the shared blocklists, the
+# same local upstream (nsd with a wildcard root zone), the server pinned to core 0 and dnsperf to
+# core 1, half blocked and half allowed names from the shared popular lists.
 #
-# Run with:  benches/load/side-by-side.sh            (needs: dnsperf unbound nsd dig taskset python3)
-#            DURATION=20 QPS=50000 benches/load/side-by-side.sh
+# Run with:  benches/load/side-by-side.sh     (needs: dnsperf unbound nsd dig taskset python3;
+#                                              pdns_recursor from Debian's pdns-recursor, skipped if absent)
+#            DURATION=20 QPS="40000 50000" SERVERS="qorgan unbound" benches/load/side-by-side.sh
 #
-# Prints, for each server: CPU microseconds per query at a fixed offered load (the fair cost
-# figure: dnsperf itself saturates near 150k QPS here), saturation QPS and latency, RSS after
-# load, and start-up time (qorgan: cold, then warm from the compiled-lists cache), then the ratios.
+# Prints, for each server: CPU microseconds per query at each fixed offered load (the fair cost
+# figure: dnsperf itself saturates near 150-200k QPS here) and the queries lost there,
+# saturation QPS with the server's CPU share meanwhile (QPS per core = QPS / share), p99 latency
+# and loss at half of the server's own saturation QPS, RSS after load, and start-up time
+# (qorgan: cold, then warm from the compiled-lists cache), then qorgan's ratios to each peer.
+# PowerDNS Recursor blocks through an RPZ file (`x CNAME .` and `*.x CNAME .` per domain).
 # All traffic stays on 127.0.0.1; every dnsperf run is bounded by -l.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 shared=${QORGAN_SHARED:-$root/../shared}/data
 DURATION=${DURATION:-15}
-QPS=${QPS:-50000}
+QPS=${QPS:-40000 50000}
+SERVERS=${SERVERS:-unbound pdns qorgan qorgan-hickory}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 UPSTREAM_PORT=${UPSTREAM_PORT:-15399}
 QORGAN_PORT=${QORGAN_PORT:-15301}
 UNBOUND_PORT=${UNBOUND_PORT:-15302}
+PDNS_PORT=${PDNS_PORT:-15303}
+QORGAN_HICKORY_PORT=${QORGAN_HICKORY_PORT:-15304}
 
 for tool in dnsperf unbound nsd dig taskset python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install dnsperf unbound nsd bind9-dnsutils util-linux)" >&2; exit 2; }
@@ -32,13 +40,13 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  if [ -z "${KEEP_WORK:-}" ]; then rm -rf "$work"; else echo "kept $work"; fi
 }
 trap cleanup EXIT
 
 echo "== building qorgan (release)"
 (cd "$root" && cargo build --release -q -p qorgan-control --bin qorgan)
-qorgan=$root/target/release/qorgan
+qorgan=${QORGAN_BIN:-$root/target/release/qorgan}
 
 echo "== preparing lists, union and queries in $work"
 mkdir -p "$work/lists"
@@ -74,6 +82,11 @@ for fn in sorted(os.listdir(f"{shared}/blocklists")):
 with open(f"{work}/unbound-zones.conf", 'w') as out:
     for n in sorted(union):
         out.write(f'local-zone: "{n}." always_nxdomain\n')
+with open(f"{work}/rpz.zone", 'w') as out:
+    out.write("$TTL 300\n$ORIGIN rpz.qorgan.invalid.\n")
+    out.write("@ SOA localhost. hostmaster.localhost. 1 3600 600 86400 300\n@ NS localhost.\n")
+    for n in sorted(union):
+        out.write(f"{n} CNAME .\n*.{n} CNAME .\n")
 def covered(n):
     labels = n.split('.')
     return any('.'.join(labels[i:]) in union for i in range(len(labels)))
@@ -144,6 +157,28 @@ forward-zone:
   forward-addr: 127.0.0.1@$UPSTREAM_PORT
 EOF
 
+mkdir -p "$work/pdns"
+cat > "$work/pdns/recursor.conf" <<EOF
+local-address=127.0.0.1
+local-port=$PDNS_PORT
+threads=1
+pdns-distributes-queries=no
+allow-from=127.0.0.0/8
+dont-query=
+dnssec=off
+forward-zones-recurse=.=127.0.0.1:$UPSTREAM_PORT
+lua-config-file=$work/pdns/recursor.lua
+socket-dir=$work/pdns
+daemon=no
+write-pid=no
+disable-syslog=yes
+quiet=yes
+loglevel=4
+EOF
+cat > "$work/pdns/recursor.lua" <<EOF
+rpzFile("$work/rpz.zone", {policyName="qorgan-union"})
+EOF
+
 cats=$(ls "$work/lists" | sed 's/.*/"&"/' | paste -sd, -)
 cat > "$work/qorgan.toml" <<EOF
 [dns]
@@ -163,6 +198,9 @@ watch = false
 networks = ["127.0.0.0/8"]
 categories = [$cats]
 EOF
+# The same server with UDP through hickory-server only (the fast path's baseline).
+sed -e "s/^listen = \[\"127.0.0.1:$QORGAN_PORT\"\]/listen = [\"127.0.0.1:$QORGAN_HICKORY_PORT\"]\nfast_path = false/" \
+  "$work/qorgan.toml" > "$work/qorgan-hickory.toml"
 
 # wait_answer PORT: seconds until the server answers a query (any rcode).
 wait_answer() {
@@ -188,8 +226,34 @@ import re, sys
 t = open(sys.argv[1]).read()
 def g(p, d='0'):
     m = re.search(p, t); return m.group(1) if m else d
+lat_ms = float(g(r'Average Latency \(s\):\s+([\d.]+)')) * 1000
 print(g(r'Queries completed:\s+(\d+)'), g(r'Queries lost:\s+(\d+)'), g(r'Queries per second:\s+([\d.]+)'),
-      f"{float(g(r'Average Latency \(s\):\s+([\d.]+)'))*1000:.3f}")
+      f"{lat_ms:.3f}")
+PY
+}
+# p99_dnsperf PORT QPS: dnsperf -v at a fixed rate (one line per answer with its latency);
+# prints "p50_ms p99_ms lost".
+p99_dnsperf() {
+  local port=$1 qps=$2
+  taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries.txt" -T 1 -c 8 \
+    -l "$DURATION" -Q "$qps" -v > "$work/dnsperf-v.out" 2>&1 || true
+  python3 - "$work/dnsperf-v.out" <<'PY'
+import re, sys
+lat = []
+lost = 0
+for line in open(sys.argv[1], errors='replace'):
+    if line.startswith('> '):
+        try:
+            lat.append(float(line.split()[-1]))
+        except ValueError:
+            pass
+    m = re.search(r'Queries lost:\s+(\d+)', line)
+    if m:
+        lost = int(m.group(1))
+lat.sort()
+def pct(p):
+    return lat[min(len(lat) - 1, int(len(lat) * p))] * 1000 if lat else float('nan')
+print(f"{pct(0.50):.3f} {pct(0.99):.3f} {lost}")
 PY
 }
 
@@ -197,48 +261,117 @@ declare -A R
 measure() {
   local name=$1 port=$2 pid=$3
   run_dnsperf "$port" -l 3 >/dev/null   # warm the caches
-  local c0 t0 c1 t1 out
-  c0=$(cpu_ns "$pid"); t0=$(date +%s%N)
-  out=$(run_dnsperf "$port" -l "$DURATION" -Q "$QPS")
-  c1=$(cpu_ns "$pid"); t1=$(date +%s%N)
-  read -r done lost qps lat <<<"$out"
-  R[$name.fixed_us]=$(python3 -c "print(f'{($c1-$c0)/1000/max($done,1):.2f}')")
-  R[$name.fixed_qps]=$qps; R[$name.fixed_lost]=$lost
+  local c0 t0 c1 t1 out q done lost qps lat half p50 p99 hlost
+  for q in $QPS; do
+    c0=$(cpu_ns "$pid")
+    out=$(run_dnsperf "$port" -l "$DURATION" -Q "$q")
+    c1=$(cpu_ns "$pid")
+    read -r done lost qps lat <<<"$out"
+    R[$name.fixed_us.$q]=$(python3 -c "print(f'{($c1-$c0)/1000/max($done,1):.2f}')")
+    R[$name.fixed_lost.$q]=$lost
+  done
   c0=$(cpu_ns "$pid"); t0=$(date +%s%N)
   out=$(run_dnsperf "$port" -l "$DURATION" -q 500)
   c1=$(cpu_ns "$pid"); t1=$(date +%s%N)
   read -r done lost qps lat <<<"$out"
   R[$name.sat_qps]=$qps; R[$name.sat_lat]=$lat; R[$name.sat_lost]=$lost
   R[$name.sat_cpu]=$(python3 -c "print(f'{($c1-$c0)/($t1-$t0)*100:.0f}')")
+  half=$(python3 -c "print(int(float('$qps')/2))")
+  read -r p50 p99 hlost <<<"$(p99_dnsperf "$port" "$half")"
+  R[$name.half]=$half; R[$name.p50]=$p50; R[$name.p99]=$p99; R[$name.half_lost]=$hlost
   R[$name.rss]=$(rss_mib "$pid")
 }
 
-echo "== unbound"
-taskset -c "$SERVER_CPU" unbound -d -c "$work/unbound.conf" &
-upid=$!; pids+=($upid)
-R[unbound.start]=$(wait_answer "$UNBOUND_PORT")
-measure unbound "$UNBOUND_PORT" "$upid"
-kill "$upid"; wait "$upid" 2>/dev/null || true
-
-echo "== qorgan (cold start: empty compiled-lists cache)"
-taskset -c "$SERVER_CPU" "$qorgan" serve --config "$work/qorgan.toml" > "$work/qorgan.log" 2>&1 &
-qpid=$!; pids+=($qpid)
-R[qorgan.cold]=$(wait_answer "$QORGAN_PORT")
-kill "$qpid"; wait "$qpid" 2>/dev/null || true
-echo "== qorgan (warm start)"
-taskset -c "$SERVER_CPU" "$qorgan" serve --config "$work/qorgan.toml" >> "$work/qorgan.log" 2>&1 &
-qpid=$!; pids+=($qpid)
-R[qorgan.start]=$(wait_answer "$QORGAN_PORT")
-measure qorgan "$QORGAN_PORT" "$qpid"
-
-printf '\n%-8s | %-12s | %-10s | %-10s | %-9s | %-8s | %-9s | %-9s\n' server "µs/query@$QPS" "lost@fix" "sat QPS" "sat lat ms" "sat CPU%" "RSS MiB" "start s"
-for s in unbound qorgan; do
-  printf '%-8s | %-12s | %-10s | %-10s | %-9s | %-8s | %-9s | %-9s\n' "$s" "${R[$s.fixed_us]}" "${R[$s.fixed_lost]}" \
-    "${R[$s.sat_qps]}" "${R[$s.sat_lat]}" "${R[$s.sat_cpu]}" "${R[$s.rss]}" "${R[$s.start]}"
+ran=()
+for server in $SERVERS; do
+  case $server in
+    unbound)
+      echo "== unbound"
+      taskset -c "$SERVER_CPU" unbound -d -c "$work/unbound.conf" &
+      spid=$!; pids+=($spid)
+      R[unbound.start]=$(wait_answer "$UNBOUND_PORT")
+      measure unbound "$UNBOUND_PORT" "$spid"
+      kill "$spid"; wait "$spid" 2>/dev/null || true
+      ;;
+    pdns)
+      if ! command -v pdns_recursor >/dev/null; then
+        echo "== pdns: skipped (apt-get install pdns-recursor)"; continue
+      fi
+      echo "== PowerDNS Recursor"
+      taskset -c "$SERVER_CPU" pdns_recursor --config-dir="$work/pdns" > "$work/pdns.log" 2>&1 &
+      spid=$!; pids+=($spid)
+      R[pdns.start]=$(wait_answer "$PDNS_PORT")
+      # The RPZ may load after the first answers: wait until a listed name is blocked.
+      probe=$(awk 'NR==1 {print $1}' "$work/queries.txt")
+      for _ in $(seq 1 600); do
+        dig @127.0.0.1 -p "$PDNS_PORT" +tries=1 +time=1 "$probe" A 2>/dev/null | grep -q NXDOMAIN && break
+        sleep 0.5
+      done
+      measure pdns "$PDNS_PORT" "$spid"
+      kill "$spid"; wait "$spid" 2>/dev/null || true
+      ;;
+    qorgan)
+      echo "== qorgan (cold start: empty compiled-lists cache)"
+      rm -rf "$work/qdata"
+      taskset -c "$SERVER_CPU" "$qorgan" serve --config "$work/qorgan.toml" > "$work/qorgan.log" 2>&1 &
+      spid=$!; pids+=($spid)
+      R[qorgan.cold]=$(wait_answer "$QORGAN_PORT")
+      kill "$spid"; wait "$spid" 2>/dev/null || true
+      echo "== qorgan (warm start)"
+      taskset -c "$SERVER_CPU" "$qorgan" serve --config "$work/qorgan.toml" >> "$work/qorgan.log" 2>&1 &
+      spid=$!; pids+=($spid)
+      R[qorgan.start]=$(wait_answer "$QORGAN_PORT")
+      if [ -n "${PERF_SECONDS:-}" ] && command -v perf >/dev/null; then
+        # Profile the fast path under a fixed load (report: perf report -i $PERF_OUT).
+        run_dnsperf "$QORGAN_PORT" -l 3 >/dev/null
+        ( run_dnsperf "$QORGAN_PORT" -l "$PERF_SECONDS" -Q "${QPS%% *}" >/dev/null ) &
+        perf stat -p "$spid" -e task-clock,context-switches,cycles,instructions -- sleep $((PERF_SECONDS - 2)) 2>&1 | tail -12
+        wait $!
+        ( run_dnsperf "$QORGAN_PORT" -l "$PERF_SECONDS" -Q "${QPS%% *}" >/dev/null ) &
+        perf record -g -o "${PERF_OUT:-$root/target/qorgan-fast-path.perf}" -p "$spid" -- sleep $((PERF_SECONDS - 2)) 2>/dev/null
+        wait $!
+      fi
+      measure qorgan "$QORGAN_PORT" "$spid"
+      kill "$spid"; wait "$spid" 2>/dev/null || true
+      ;;
+    qorgan-hickory)
+      echo "== qorgan with dns.fast_path = false (hickory-server serves UDP)"
+      taskset -c "$SERVER_CPU" "$qorgan" serve --config "$work/qorgan-hickory.toml" >> "$work/qorgan.log" 2>&1 &
+      spid=$!; pids+=($spid)
+      R[qorgan-hickory.start]=$(wait_answer "$QORGAN_HICKORY_PORT")
+      measure qorgan-hickory "$QORGAN_HICKORY_PORT" "$spid"
+      kill "$spid"; wait "$spid" 2>/dev/null || true
+      ;;
+    *) echo "unknown server $server" >&2; exit 2 ;;
+  esac
+  ran+=("$server")
 done
-echo "qorgan cold start (compiling the lists): ${R[qorgan.cold]} s"
-python3 - "${R[qorgan.fixed_us]}" "${R[unbound.fixed_us]}" "${R[qorgan.sat_qps]}" "${R[unbound.sat_qps]}" "${R[qorgan.rss]}" "${R[unbound.rss]}" <<'PY'
-import sys
-q_us, u_us, q_qps, u_qps, q_rss, u_rss = map(float, sys.argv[1:])
-print(f"ratios qorgan/unbound: CPU per query {q_us/u_us:.2f}, saturated QPS {q_qps/u_qps:.2f}, RSS {q_rss/u_rss:.2f}")
-PY
+
+echo
+echo "machine: $(nproc) cores; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
+header=$(printf '%-15s' server)
+for q in $QPS; do header+=$(printf ' | %-10s | %-8s' "µs/q@$q" "lost@$q"); done
+header+=$(printf ' | %-9s | %-8s | %-8s | %-8s | %-7s | %-7s | %-9s | %-7s | %-7s' \
+  "sat QPS" "sat CPU%" "QPS/core" "half QPS" "p50 ms" "p99 ms" "lost@half" "RSS MiB" "start s")
+echo "$header"
+for s in "${ran[@]}"; do
+  line=$(printf '%-15s' "$s")
+  for q in $QPS; do line+=$(printf ' | %-10s | %-8s' "${R[$s.fixed_us.$q]}" "${R[$s.fixed_lost.$q]}"); done
+  per_core=$(python3 -c "print(f'{float(\"${R[$s.sat_qps]}\")/max(float(\"${R[$s.sat_cpu]}\"),1)*100:.0f}')")
+  line+=$(printf ' | %-9s | %-8s | %-8s | %-8s | %-7s | %-7s | %-9s | %-7s | %-7s' "${R[$s.sat_qps]}" "${R[$s.sat_cpu]}" \
+    "$per_core" "${R[$s.half]}" "${R[$s.p50]}" "${R[$s.p99]}" "${R[$s.half_lost]}" "${R[$s.rss]}" "${R[$s.start]}")
+  echo "$line"
+done
+if [ -n "${R[qorgan.cold]:-}" ]; then echo "qorgan cold start (compiling the lists): ${R[qorgan.cold]} s"; fi
+if [ -n "${R[qorgan.sat_qps]:-}" ]; then
+  for peer in "${ran[@]}"; do
+    [ "$peer" = qorgan ] && continue
+    for q in $QPS; do
+      python3 -c "print(f'qorgan/$peer at $q QPS: CPU per query {float(\"${R[qorgan.fixed_us.$q]}\")/float(\"${R[$peer.fixed_us.$q]}\"):.2f}')"
+    done
+    python3 -c "
+q = float('${R[qorgan.sat_qps]}') / max(float('${R[qorgan.sat_cpu]}'), 1)
+p = float('${R[$peer.sat_qps]}') / max(float('${R[$peer.sat_cpu]}'), 1)
+print(f'qorgan/$peer: saturated QPS per core {q/p:.2f}, RSS {float(\"${R[qorgan.rss]}\")/float(\"${R[$peer.rss]}\"):.2f}')"
+  done
+fi

@@ -477,6 +477,7 @@ pub fn load_or_compile(
     let outcome = match write_cache(cache_dir, &path, &catalog) {
         Ok(()) => match load_cache(&path, &hash) {
             Ok(mapped) => {
+                remove_stale(cache_dir, &path);
                 let cache = rebuilt.map_or(CacheOutcome::Written, CacheOutcome::Rebuilt);
                 let report = report_of(&mapped, start.elapsed(), cache);
                 return Ok((mapped, report));
@@ -487,6 +488,21 @@ pub fn load_or_compile(
     };
     let report = report_of(&catalog, start.elapsed(), outcome);
     Ok((catalog, report))
+}
+
+/// Removes the cache files of other inputs, so that the folder holds one compiled catalog,
+/// not one per edit of the lists. A catalog still mapped by a running process keeps working:
+/// unlinking a mapped file does not unmap it.
+fn remove_stale(cache_dir: &Path, keep: &Path) {
+    let Ok(entries) = fs::read_dir(cache_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if p != keep && p.extension().is_some_and(|e| e == CACHE_EXT) {
+            let _ = fs::remove_file(&p);
+        }
+    }
 }
 
 fn source_text(e: &BlocklistError) -> String {
@@ -601,23 +617,28 @@ fn encode_meta(c: &Catalog) -> Vec<u8> {
         w.str(&p.regex);
         w.str(&p.text);
     }
+    match &c.matcher {
+        Some(m) => {
+            let bytes = m.to_bytes();
+            w.u64(bytes.len() as u64);
+            w.0.extend_from_slice(&bytes);
+        }
+        None => w.u64(0),
+    }
     w.u64(c.fst.size() as u64);
     w.0
 }
 
-#[allow(clippy::type_complexity)]
-fn decode_meta(
-    buf: &[u8],
-) -> Result<
-    (
-        String,
-        Vec<CategoryInfo>,
-        Vec<Entry>,
-        Vec<CatalogPattern>,
-        u64,
-    ),
-    String,
-> {
+struct Meta {
+    hash: String,
+    categories: Vec<CategoryInfo>,
+    entries: Vec<Entry>,
+    patterns: Vec<CatalogPattern>,
+    matcher: Option<PatternMatcher>,
+    fst_len: u64,
+}
+
+fn decode_meta(buf: &[u8]) -> Result<Meta, String> {
     let mut r = R { buf, pos: 0 };
     if r.u32()? != FORMAT_VERSION {
         return Err("format version differs".into());
@@ -685,11 +706,27 @@ fn decode_meta(
             text: r.str()?,
         });
     }
+    let matcher_len = usize::try_from(r.u64()?).map_err(|e| e.to_string())?;
+    let matcher = if patterns.is_empty() {
+        None
+    } else {
+        Some(PatternMatcher::from_bytes(
+            r.take(matcher_len)?,
+            patterns.len(),
+        )?)
+    };
     let fst_len = r.u64()?;
     if r.pos != buf.len() {
         return Err("trailing bytes in metadata".into());
     }
-    Ok((hash, cats, entries, patterns, fst_len))
+    Ok(Meta {
+        hash,
+        categories: cats,
+        entries,
+        patterns,
+        matcher,
+        fst_len,
+    })
 }
 
 fn write_cache(cache_dir: &Path, path: &Path, c: &Catalog) -> Result<(), BlocklistError> {
@@ -714,6 +751,31 @@ fn write_cache(cache_dir: &Path, path: &Path, c: &Catalog) -> Result<(), Blockli
     })
 }
 
+/// Checks a whole cache image (header, metadata checksum, lengths) and returns its metadata
+/// and where the fst starts. The fst's own checksum is checked by the caller once mapped.
+fn check_image(bytes: &[u8]) -> Result<(Meta, usize), String> {
+    let head = bytes.get(..16).ok_or("shorter than its header")?;
+    if &head[..8] != MAGIC {
+        return Err("bad magic".into());
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&head[8..16]);
+    let meta_len = usize::try_from(u64::from_le_bytes(len)).map_err(|e| e.to_string())?;
+    let meta_end = 16usize.checked_add(meta_len).ok_or("bad length")?;
+    let sum_end = meta_end.checked_add(32).ok_or("bad length")?;
+    let meta = bytes.get(16..meta_end).ok_or("metadata truncated")?;
+    let sum = bytes.get(meta_end..sum_end).ok_or("checksum truncated")?;
+    if Sha256::digest(meta).as_slice() != sum {
+        return Err("metadata checksum mismatch".into());
+    }
+    let meta = decode_meta(meta)?;
+    let fst_len = bytes.len() - sum_end;
+    if fst_len as u64 != meta.fst_len {
+        return Err(format!("fst is {fst_len} bytes, {} expected", meta.fst_len));
+    }
+    Ok((meta, sum_end))
+}
+
 fn load_cache(path: &Path, hash: &str) -> Result<Catalog, BlocklistError> {
     let corrupt = |reason: String| BlocklistError::CorruptCache {
         path: path.to_owned(),
@@ -727,62 +789,103 @@ fn load_cache(path: &Path, hash: &str) -> Result<Catalog, BlocklistError> {
     // outside process truncating the file while mapped — is documented in the crate README.
     #[allow(unsafe_code)]
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| BlocklistError::io(path, e))?;
-    let head = map
-        .get(..16)
-        .ok_or_else(|| corrupt("shorter than its header".into()))?;
-    if &head[..8] != MAGIC {
-        return Err(corrupt("bad magic".into()));
-    }
-    let mut len = [0u8; 8];
-    len.copy_from_slice(&head[8..16]);
-    let meta_len = usize::try_from(u64::from_le_bytes(len)).map_err(|e| corrupt(e.to_string()))?;
-    let meta_end = 16usize
-        .checked_add(meta_len)
-        .ok_or_else(|| corrupt("bad length".into()))?;
-    let sum_end = meta_end
-        .checked_add(32)
-        .ok_or_else(|| corrupt("bad length".into()))?;
-    let meta = map
-        .get(16..meta_end)
-        .ok_or_else(|| corrupt("metadata truncated".into()))?;
-    let sum = map
-        .get(meta_end..sum_end)
-        .ok_or_else(|| corrupt("checksum truncated".into()))?;
-    if Sha256::digest(meta).as_slice() != sum {
-        return Err(corrupt("metadata checksum mismatch".into()));
-    }
-    let (stored_hash, categories, entries, patterns, fst_len) =
-        decode_meta(meta).map_err(corrupt)?;
-    if stored_hash != hash {
+    let (meta, start) = check_image(&map).map_err(corrupt)?;
+    if meta.hash != hash {
         return Err(corrupt("input hash differs from the file name".into()));
     }
     let end = map.len();
-    if (end - sum_end) as u64 != fst_len {
-        return Err(corrupt(format!(
-            "fst is {} bytes, {fst_len} expected",
-            end - sum_end
-        )));
-    }
-    let fst = Fst::new(FstBytes::Mapped {
-        map,
-        start: sum_end,
-        end,
-    })
-    .map_err(|e| corrupt(e.to_string()))?;
+    let fst = Fst::new(FstBytes::Mapped { map, start, end }).map_err(|e| corrupt(e.to_string()))?;
     fst.verify()
         .map_err(|e| corrupt(format!("fst checksum: {e}")))?;
-    let matcher = if patterns.is_empty() {
-        None
-    } else {
-        let regexes: Vec<&str> = patterns.iter().map(|p| p.regex.as_str()).collect();
-        Some(PatternMatcher::build(&regexes).map_err(|(_, r)| corrupt(r))?)
-    };
-    Ok(Catalog {
+    Ok(catalog_of(meta, fst))
+}
+
+fn catalog_of(meta: Meta, fst: Fst<FstBytes>) -> Catalog {
+    Catalog {
         fst,
-        entries,
-        categories,
-        patterns,
-        matcher,
-        hash: hash.to_owned(),
-    })
+        entries: meta.entries,
+        categories: meta.categories,
+        patterns: meta.patterns,
+        matcher: meta.matcher,
+        hash: meta.hash,
+    }
+}
+
+/// Whether `hash` can name a cache file: 64 lower-case hex digits (a SHA-256), so that a
+/// hash received from elsewhere can never point outside the cache folder.
+pub(crate) fn is_catalog_hash(hash: &str) -> bool {
+    hash.len() == 64
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl Catalog {
+    /// The catalog as the bytes of its cache file (`.qcat`): what a control plane sends to a
+    /// resolver node, which checks it with [`Catalog::from_bytes`] or [`store_catalog`].
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let meta = encode_meta(self);
+        let fst = self.fst.as_bytes();
+        let mut out = Vec::with_capacity(16 + meta.len() + 32 + fst.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(meta.len() as u64).to_le_bytes());
+        out.extend_from_slice(&meta);
+        out.extend_from_slice(&Sha256::digest(&meta));
+        out.extend_from_slice(fst);
+        out
+    }
+
+    /// Reads what [`Catalog::to_bytes`] wrote, checking the header, the metadata checksum
+    /// (SHA-256), the lengths and the fst checksum; the catalog is then held in memory.
+    ///
+    /// The checksums catch corruption, not a forger: bytes crafted to pass them could still
+    /// make the fst library panic during a lookup, so accept catalogs only from the
+    /// authenticated control plane (as the cache file itself is trusted on disk).
+    pub fn from_bytes(mut bytes: Vec<u8>) -> Result<Self, BlocklistError> {
+        let corrupt = |reason: String| BlocklistError::CorruptCache {
+            path: PathBuf::from("<received catalog>"),
+            reason,
+        };
+        let (meta, start) = check_image(&bytes).map_err(corrupt)?;
+        if !meta.hash.is_empty() && !is_catalog_hash(&meta.hash) {
+            return Err(corrupt("catalog hash is not a SHA-256 in hex".into()));
+        }
+        // Moves the fst to the front without a second buffer of the catalog's size.
+        bytes.drain(..start);
+        let fst = Fst::new(FstBytes::Owned(bytes)).map_err(|e| corrupt(e.to_string()))?;
+        fst.verify()
+            .map_err(|e| corrupt(format!("fst checksum: {e}")))?;
+        Ok(catalog_of(meta, fst))
+    }
+}
+
+/// Checks a received catalog image (as [`Catalog::from_bytes`]) and stores it in `cache_dir`
+/// under its hash, atomically, so that [`load_cached_catalog`] (e.g. a resolver node restarting
+/// while the control plane is down) maps it again; returns the mapped catalog. Cache files of
+/// other catalogs in the folder are removed.
+pub fn store_catalog(cache_dir: &Path, bytes: &[u8]) -> Result<Catalog, BlocklistError> {
+    let received = Catalog::from_bytes(bytes.to_vec())?;
+    if !is_catalog_hash(&received.hash) {
+        return Err(BlocklistError::CorruptCache {
+            path: PathBuf::from("<received catalog>"),
+            reason: "a catalog without an input hash cannot be stored".into(),
+        });
+    }
+    let path = cache_dir.join(format!("{}.{CACHE_EXT}", received.hash));
+    write_cache(cache_dir, &path, &received)?;
+    let mapped = load_cache(&path, &received.hash)?;
+    remove_stale(cache_dir, &path);
+    Ok(mapped)
+}
+
+/// Maps the catalog of `hash` stored in `cache_dir` by [`store_catalog`] or
+/// [`load_or_compile`]; a missing file is an `Io` error, a damaged one `CorruptCache`.
+pub fn load_cached_catalog(cache_dir: &Path, hash: &str) -> Result<Catalog, BlocklistError> {
+    if !is_catalog_hash(hash) {
+        return Err(BlocklistError::CorruptCache {
+            path: cache_dir.to_owned(),
+            reason: format!("`{hash}` is not a catalog hash"),
+        });
+    }
+    load_cache(&cache_dir.join(format!("{hash}.{CACHE_EXT}")), hash)
 }

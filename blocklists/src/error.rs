@@ -65,6 +65,15 @@ pub enum BlocklistError {
         /// Which check failed.
         reason: String,
     },
+    /// A snapshot received or stored in the wire format failed its checks; the caller keeps
+    /// the snapshot it has.
+    #[error("snapshot rejected at byte {offset}: {reason}")]
+    Wire {
+        /// Where in the encoding the check failed (0 for the header as a whole).
+        offset: usize,
+        /// Which check failed.
+        reason: String,
+    },
 }
 
 impl BlocklistError {

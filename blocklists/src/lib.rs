@@ -17,6 +17,10 @@
 //! - [`AccountPolicy`], [`AccountCounters`], [`CategoryMask`], [`BlockMode`], [`AccountId`]:
 //!   one account's filter.
 //! - [`ClientMap`]: longest-prefix match from a source address to an account.
+//! - [`wire`]: the versioned, checksummed snapshot format resolver nodes pull
+//!   ([`SnapshotWire`], [`AccountWire`], [`wire::encode`], [`wire::decode`]); catalogs travel
+//!   as their cache-file bytes ([`Catalog::to_bytes`], [`store_catalog`], [`load_cached_catalog`]).
+//! - [`TopK`]: a fixed-memory Space-Saving sketch for the top blocked domains.
 //! - [`PolicySnapshot`]: what the resolver holds; [`PolicySnapshot::decide_dotted`] and
 //!   [`PolicySnapshot::decide_labels_rev`] return a [`Verdict`] with its [`MatchSource`].
 //!
@@ -65,12 +69,15 @@ mod policy;
 mod rule;
 #[cfg(test)]
 mod tests;
+pub mod topk;
+pub mod wire;
 
 pub use catalog::{
     Catalog, CatalogPattern, CategoryInfo, FileStats, MAX_CATEGORIES, MAX_REJECTED_SAMPLES,
 };
 pub use compile::{
-    compile_dir, compile_lists, input_hash, load_or_compile, CacheOutcome, CompileReport, ListInput,
+    compile_dir, compile_lists, input_hash, load_cached_catalog, load_or_compile, store_catalog,
+    CacheOutcome, CompileReport, ListInput,
 };
 pub use error::BlocklistError;
 pub use matcher::{DomainSet, RuleRef, MAX_PATTERNS, MAX_PATTERN_DFA_BYTES};
@@ -80,3 +87,5 @@ pub use policy::{
     ClientPolicy, ListRef, MatchSource, PolicySnapshot, Verdict,
 };
 pub use rule::{Action, PatternRule, Rule, Scope};
+pub use topk::TopK;
+pub use wire::{AccountWire, SnapshotWire};

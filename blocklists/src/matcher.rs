@@ -158,22 +158,31 @@ pub(crate) struct Entry {
 /// A compiled set of wildcard/regex rules, searched without allocation or lock.
 ///
 /// One multi-pattern DFA over `.*`-rich wildcards grows exponentially with their number (the
-/// shared lists' 86 wildcard/regex rules do not fit in 16 MiB), so the set is split:
-/// - rules with a required literal (every `*` wildcard: `(?:^|\.)api.*\.hubapi\.com$` needs
-///   `.hubapi.com`) get a small DFA each, run only when one DFA over all the literals
-///   (Aho-Corasick-like) finds their literal in the name;
-/// - the other rules (most `/regex/` rules) are packed greedily into as few bounded
-///   multi-pattern DFAs as fit, and those run on every name.
+/// shared lists' 86 wildcard/regex rules do not fit in 16 MiB), so every rule gets its own
+/// small DFA, and:
+/// - a rule that can only match below a domain (`(?:^|\.)api.*\.hubapi\.com$` only matches
+///   names under `hubapi.com`) runs only when a walk of the name through a small fst of
+///   such domains meets it — the same walk as the catalog's, nearly free;
+/// - else a rule with a required literal (every `*` wildcard: `(?:^|\.)api.*\.hubapi\.com$`
+///   needs `.hubapi.com`) runs only when one DFA over all the literals (Aho-Corasick-like)
+///   finds its literal in the name;
+/// - the other rules (most `/regex/` rules, usually few) run on every name, stopping at their
+///   first match or dead state.
+///
+/// The DFAs serialise into the catalog cache, so a warm start does not determinise again.
 #[derive(Debug, Clone)]
 pub(crate) struct PatternMatcher {
+    /// Reversed domain suffixes (`com.hubapi`) that rules require → index into `suffix_rules`.
+    suffixes: Option<fst::Map<Vec<u8>>>,
+    /// Suffix → the rules that need it.
+    suffix_rules: Vec<Vec<u32>>,
     literals: Option<dense::DFA<Vec<u32>>>,
     /// Literal (DFA pattern id) → the rules that need it.
     literal_rules: Vec<Vec<u32>>,
-    /// Per rule: its own DFA when it has a literal.
-    singles: Vec<Option<dense::DFA<Vec<u32>>>>,
-    /// DFAs that run on every name, with their pattern id → rule index.
-    always: Vec<(dense::DFA<Vec<u32>>, Vec<u32>)>,
-    memory: usize,
+    /// Every rule's own DFA.
+    singles: Vec<dense::DFA<Vec<u32>>>,
+    /// Rules without a literal: run on every name.
+    always: Vec<u32>,
 }
 
 fn build_dfa(regexes: &[&str], kind: MatchKind) -> Result<dense::DFA<Vec<u32>>, String> {
@@ -190,16 +199,19 @@ fn build_dfa(regexes: &[&str], kind: MatchKind) -> Result<dense::DFA<Vec<u32>>, 
         .map_err(|e| e.to_string())
 }
 
-/// The longest literal every match of `regex` must contain, when the regex is of the plain
-/// shape wildcards translate to: `^` or `(?:^|\.)`, literal pieces of name characters and
-/// `\.` joined by `.*`, and an optional `$`. `None` for anything else (sound, not complete).
-pub(crate) fn required_literal(regex: &str) -> Option<String> {
+/// The literal pieces of a regex of the plain shape wildcards translate to (`^` or
+/// `(?:^|\.)`, pieces of name characters and `\.` joined by `.*`, an optional `$`), and
+/// whether it ends with `$`. `None` for any other regex.
+fn literal_pieces(regex: &str) -> Option<(Vec<String>, bool)> {
     let body = regex
         .strip_prefix(r"(?:^|\.)")
         .or_else(|| regex.strip_prefix('^'))
         .unwrap_or(regex);
-    let body = body.strip_suffix('$').unwrap_or(body);
-    let mut best = String::new();
+    let (body, anchored_end) = match body.strip_suffix('$') {
+        Some(b) => (b, true),
+        None => (body, false),
+    };
+    let mut pieces = Vec::new();
     for piece in body.split(".*") {
         let mut lit = String::with_capacity(piece.len());
         let mut chars = piece.chars();
@@ -215,17 +227,37 @@ pub(crate) fn required_literal(regex: &str) -> Option<String> {
                 _ => return None,
             }
         }
-        if lit.len() > best.len() {
-            best = lit;
-        }
+        pieces.push(lit);
     }
+    Some((pieces, anchored_end))
+}
+
+/// The longest literal every match of `regex` must contain (see [`literal_pieces`]);
+/// `None` when there is none of at least 3 bytes (sound, not complete).
+pub(crate) fn required_literal(regex: &str) -> Option<String> {
+    let (pieces, _) = literal_pieces(regex)?;
+    let best = pieces.into_iter().max_by_key(String::len)?;
     // Too short a literal would send most names to the rule's own DFA anyway.
     (best.len() >= 3).then_some(best)
 }
 
+/// The domain every match of `regex` must be a subdomain of, when it ends with a literal
+/// `$`-anchored piece that holds a dot: `-go\.kelkoogroup\.net$` → `kelkoogroup.net`.
+/// Only domains of two labels or more (a bare TLD would select half of all names).
+pub(crate) fn required_suffix(regex: &str) -> Option<String> {
+    let (pieces, anchored_end) = literal_pieces(regex)?;
+    if !anchored_end {
+        return None;
+    }
+    let last = pieces.last()?;
+    let (_, suffix) = last.split_once('.')?;
+    let ok = suffix.contains('.') && suffix.split('.').all(|l| !l.is_empty());
+    ok.then(|| suffix.to_owned())
+}
+
 impl PatternMatcher {
     /// Compiles the regexes (ASCII, matched against the dotted lower-case name). On failure
-    /// the error lists the indices of the rules that cannot be compiled even alone.
+    /// the error lists the indices of the rules that cannot be compiled.
     pub(crate) fn build(regexes: &[&str]) -> Result<Self, (Vec<usize>, String)> {
         if regexes.len() > MAX_PATTERNS {
             return Err((
@@ -235,109 +267,117 @@ impl PatternMatcher {
         }
         let mut failed = Vec::new();
         let mut reason = String::new();
-        let mut memory = 0;
-        let mut singles: Vec<Option<dense::DFA<Vec<u32>>>> = vec![None; regexes.len()];
+        let mut singles = Vec::with_capacity(regexes.len());
         let mut lits: Vec<String> = Vec::new();
         let mut literal_rules: Vec<Vec<u32>> = Vec::new();
-        let mut rest: Vec<usize> = Vec::new();
+        let mut always: Vec<u32> = Vec::new();
+        let mut suffix_keys: Vec<(Vec<u8>, u64)> = Vec::new();
+        let mut suffix_rules: Vec<Vec<u32>> = Vec::new();
         for (i, re) in regexes.iter().enumerate() {
-            let Some(lit) = required_literal(re) else {
-                rest.push(i);
-                continue;
-            };
             match build_dfa(&[re], MatchKind::LeftmostFirst) {
-                Ok(dfa) => {
-                    memory += dfa.memory_usage();
-                    singles[i] = Some(dfa);
-                    let idx = u32::try_from(i).unwrap_or(u32::MAX);
-                    match lits.iter().position(|l| *l == lit) {
-                        Some(p) => literal_rules[p].push(idx),
-                        None => {
-                            lits.push(lit);
-                            literal_rules.push(vec![idx]);
-                        }
-                    }
-                }
+                Ok(dfa) => singles.push(dfa),
                 Err(e) => {
                     failed.push(i);
                     reason = e;
+                    continue;
                 }
             }
+            let idx = u32::try_from(i).unwrap_or(u32::MAX);
+            if let Some(suffix) = required_suffix(re) {
+                let key = crate::name::reversed_key(&suffix);
+                match suffix_keys.iter().position(|(k, _)| *k == key) {
+                    Some(p) => suffix_rules[p].push(idx),
+                    None => {
+                        suffix_keys.push((key, suffix_rules.len() as u64));
+                        suffix_rules.push(vec![idx]);
+                    }
+                }
+                continue;
+            }
+            match required_literal(re) {
+                None => always.push(idx),
+                Some(lit) => match lits.iter().position(|l| *l == lit) {
+                    Some(p) => literal_rules[p].push(idx),
+                    None => {
+                        lits.push(lit);
+                        literal_rules.push(vec![idx]);
+                    }
+                },
+            }
+        }
+        if !failed.is_empty() {
+            return Err((failed, reason));
         }
         let literals = if lits.is_empty() {
             None
         } else {
             let escaped: Vec<String> = lits.iter().map(|l| l.replace('.', r"\.")).collect();
             let refs: Vec<&str> = escaped.iter().map(String::as_str).collect();
-            let dfa = build_dfa(&refs, MatchKind::All)
-                .map_err(|e| ((0..regexes.len()).collect::<Vec<_>>(), e))?;
-            memory += dfa.memory_usage();
-            Some(dfa)
+            Some(
+                build_dfa(&refs, MatchKind::All)
+                    .map_err(|e| ((0..regexes.len()).collect::<Vec<_>>(), e))?,
+            )
         };
-        // Pack the rest greedily: grow a group while it still compiles within the bound.
-        let mut always = Vec::new();
-        let mut group: Vec<usize> = Vec::new();
-        let mut built: Option<dense::DFA<Vec<u32>>> = None;
-        for &i in &rest {
-            group.push(i);
-            let res: Vec<&str> = group.iter().map(|&g| regexes[g]).collect();
-            match build_dfa(&res, MatchKind::All) {
-                Ok(dfa) => built = Some(dfa),
-                Err(e) => {
-                    group.pop();
-                    if let Some(dfa) = built.take() {
-                        memory += dfa.memory_usage();
-                        always.push((dfa, to_u32(&group)));
-                    }
-                    group.clear();
-                    match build_dfa(&[regexes[i]], MatchKind::All) {
-                        Ok(dfa) => {
-                            group.push(i);
-                            built = Some(dfa);
-                        }
-                        Err(_) => {
-                            failed.push(i);
-                            reason = e;
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(dfa) = built {
-            memory += dfa.memory_usage();
-            always.push((dfa, to_u32(&group)));
-        }
-        if !failed.is_empty() {
-            failed.sort_unstable();
-            return Err((failed, reason));
-        }
+        suffix_keys.sort_unstable();
+        let suffixes = if suffix_keys.is_empty() {
+            None
+        } else {
+            Some(
+                fst::Map::from_iter(suffix_keys)
+                    .map_err(|e| ((0..regexes.len()).collect::<Vec<_>>(), e.to_string()))?,
+            )
+        };
         Ok(Self {
+            suffixes,
+            suffix_rules,
             literals,
             literal_rules,
             singles,
             always,
-            memory,
         })
     }
 
     /// Calls `f(index)` for every rule that matches `name` (possibly more than once).
     #[inline]
     pub(crate) fn for_each_match(&self, name: &[u8], mut f: impl FnMut(usize)) {
-        let input = Input::new(name);
-        for (dfa, ids) in &self.always {
-            let mut state = OverlappingState::start();
-            while dfa.try_search_overlapping_fwd(&input, &mut state).is_ok() {
-                let Some(m) = state.get_match() else { break };
-                if let Some(&i) = ids.get(m.pattern().as_usize()) {
-                    f(i as usize);
-                }
+        // The search API (not a hand-written step loop) because dense DFAs accelerate states
+        // with few exits there, which measured faster on real names.
+        let input = Input::new(name).earliest(true);
+        let single = |r: usize| -> bool {
+            self.singles
+                .get(r)
+                .is_some_and(|dfa| matches!(dfa.try_search_fwd(&input), Ok(Some(_))))
+        };
+        for &r in &self.always {
+            let r = r as usize;
+            if single(r) {
+                f(r);
             }
         }
+        if let Some(map) = &self.suffixes {
+            walk_rev(
+                map.as_fst(),
+                crate::name::labels_rev(name),
+                |_, v, at_end| {
+                    let rules = usize::try_from(v)
+                        .ok()
+                        .and_then(|v| self.suffix_rules.get(v));
+                    if let (false, Some(rules)) = (at_end, rules) {
+                        for &r in rules {
+                            if single(r as usize) {
+                                f(r as usize);
+                            }
+                        }
+                    }
+                },
+            );
+        }
         let Some(lits) = &self.literals else { return };
-        // Rules whose literal occurs, as a bitset on the stack (at most MAX_PATTERNS rules).
+        // Rules already tried, as a bitset on the stack (at most MAX_PATTERNS rules).
         let mut seen = [0u64; MAX_PATTERNS / 64];
+        let all = Input::new(name);
         let mut state = OverlappingState::start();
-        while lits.try_search_overlapping_fwd(&input, &mut state).is_ok() {
+        while lits.try_search_overlapping_fwd(&all, &mut state).is_ok() {
             let Some(m) = state.get_match() else { break };
             let Some(rules) = self.literal_rules.get(m.pattern().as_usize()) else {
                 continue;
@@ -352,24 +392,144 @@ impl PatternMatcher {
                     continue;
                 }
                 *w |= bit;
-                if let Some(Some(dfa)) = self.singles.get(r) {
-                    if matches!(dfa.try_search_fwd(&input), Ok(Some(_))) {
-                        f(r);
-                    }
+                if single(r) {
+                    f(r);
                 }
             }
         }
     }
 
     pub(crate) fn memory_usage(&self) -> usize {
-        self.memory
+        self.singles.iter().map(|d| d.memory_usage()).sum::<usize>()
+            + self.literals.as_ref().map_or(0, |d| d.memory_usage())
+            + self.suffixes.as_ref().map_or(0, |m| m.as_fst().size())
     }
-}
 
-fn to_u32(v: &[usize]) -> Vec<u32> {
-    v.iter()
-        .map(|&i| u32::try_from(i).unwrap_or(u32::MAX))
-        .collect()
+    /// Serialises the compiled DFAs (little-endian) for the catalog cache.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        fn put(out: &mut Vec<u8>, dfa: &dense::DFA<Vec<u32>>) {
+            let (bytes, pad) = dfa.to_bytes_little_endian();
+            let body = bytes.get(pad..).unwrap_or(&[]);
+            out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+            out.extend_from_slice(body);
+        }
+        let mut out = Vec::new();
+        let u32s = |out: &mut Vec<u8>, v: &[u32]| {
+            out.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            for x in v {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        };
+        out.extend_from_slice(&(self.singles.len() as u64).to_le_bytes());
+        for d in &self.singles {
+            put(&mut out, d);
+        }
+        match &self.literals {
+            Some(d) => {
+                out.push(1);
+                put(&mut out, d);
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&(self.literal_rules.len() as u64).to_le_bytes());
+        for rules in &self.literal_rules {
+            u32s(&mut out, rules);
+        }
+        u32s(&mut out, &self.always);
+        let fst_bytes = self
+            .suffixes
+            .as_ref()
+            .map_or(&[][..], |m| m.as_fst().as_bytes());
+        out.extend_from_slice(&(fst_bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(fst_bytes);
+        out.extend_from_slice(&(self.suffix_rules.len() as u64).to_le_bytes());
+        for rules in &self.suffix_rules {
+            u32s(&mut out, rules);
+        }
+        out
+    }
+
+    /// Reads what [`Self::to_bytes`] wrote; every DFA is validated by regex-automata.
+    pub(crate) fn from_bytes(buf: &[u8], rules: usize) -> Result<Self, String> {
+        struct Rd<'a>(&'a [u8]);
+        impl Rd<'_> {
+            fn take(&mut self, n: usize) -> Result<&[u8], String> {
+                if self.0.len() < n {
+                    return Err("pattern matcher truncated".into());
+                }
+                let (a, b) = self.0.split_at(n);
+                self.0 = b;
+                Ok(a)
+            }
+            fn u64(&mut self) -> Result<usize, String> {
+                let b = self.take(8)?;
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                usize::try_from(u64::from_le_bytes(a)).map_err(|e| e.to_string())
+            }
+            fn u32s(&mut self) -> Result<Vec<u32>, String> {
+                let n = self.u64()?;
+                let b = self.take(n.checked_mul(4).ok_or("bad length")?)?;
+                Ok(b.chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect())
+            }
+            fn dfa(&mut self) -> Result<dense::DFA<Vec<u32>>, String> {
+                let n = self.u64()?;
+                let body = self.take(n)?;
+                // regex-automata reads a DFA in place from 4-aligned bytes: copy to an
+                // aligned spot of a fresh buffer (found without unsafe via align_offset).
+                let mut aligned = vec![0u8; n + 3];
+                let off = aligned.as_ptr().align_offset(4).min(3);
+                aligned[off..off + n].copy_from_slice(body);
+                let (dfa, _) = dense::DFA::from_bytes(&aligned[off..off + n])
+                    .map_err(|e| format!("pattern DFA: {e}"))?;
+                Ok(dfa.to_owned())
+            }
+        }
+        let mut r = Rd(buf);
+        let n = r.u64()?;
+        if n != rules {
+            return Err(format!("{n} pattern DFAs for {rules} rules"));
+        }
+        let mut singles = Vec::with_capacity(n);
+        for _ in 0..n {
+            singles.push(r.dfa()?);
+        }
+        let literals = match r.take(1)?[0] {
+            1 => Some(r.dfa()?),
+            _ => None,
+        };
+        let nl = r.u64()?;
+        let mut literal_rules = Vec::new();
+        for _ in 0..nl {
+            literal_rules.push(r.u32s()?);
+        }
+        let always = r.u32s()?;
+        let n = r.u64()?;
+        let fst_bytes = r.take(n)?.to_vec();
+        let suffixes = if fst_bytes.is_empty() {
+            None
+        } else {
+            Some(fst::Map::new(fst_bytes).map_err(|e| format!("suffix fst: {e}"))?)
+        };
+        let ns = r.u64()?;
+        let mut suffix_rules = Vec::new();
+        for _ in 0..ns {
+            suffix_rules.push(r.u32s()?);
+        }
+        if !r.0.is_empty() {
+            return Err("trailing bytes after the pattern matcher".into());
+        }
+        Ok(Self {
+            suffixes,
+            suffix_rules,
+            literals,
+            literal_rules,
+            singles,
+            always,
+        })
+    }
 }
 
 /// The regex syntax every pattern is read with: bytes, not Unicode (names are ASCII).
@@ -447,8 +607,34 @@ const SUB_BIT: u64 = 2;
 #[derive(Debug, Clone, Default)]
 pub struct DomainSet {
     map: Option<fst::Map<Vec<u8>>>,
-    patterns: Option<Arc<(PatternMatcher, Vec<String>)>>,
+    patterns: Option<Arc<OwnPatterns>>,
 }
+
+/// The wildcard/regex rules of a [`DomainSet`]: compiled, and as given (the snapshot wire
+/// format sends the regexes, so they are kept next to their DFAs).
+#[derive(Debug)]
+struct OwnPatterns {
+    matcher: PatternMatcher,
+    regexes: Vec<String>,
+    texts: Vec<String>,
+}
+
+/// Two sets are equal when they cover the same names with the same scopes and hold the same
+/// pattern rules (same regexes and texts, in the same order).
+impl PartialEq for DomainSet {
+    fn eq(&self, other: &Self) -> bool {
+        let fst_eq = match (&self.map, &other.map) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.as_fst().as_bytes() == b.as_fst().as_bytes(),
+            _ => false,
+        };
+        fst_eq
+            && self.pattern_regexes() == other.pattern_regexes()
+            && self.patterns() == other.patterns()
+    }
+}
+
+impl Eq for DomainSet {}
 
 impl DomainSet {
     /// Builds a set from domain rules and pattern rules. The rules' actions are ignored: the
@@ -475,23 +661,59 @@ impl DomainSet {
                 _ => merged.push((k, v)),
             }
         }
-        let map = if merged.is_empty() {
+        Self::from_parts(
+            merged,
+            patterns.iter().map(|p| p.regex.clone()).collect(),
+            patterns.iter().map(|p| p.text.clone()).collect(),
+        )
+    }
+
+    /// Builds a set from its canonical parts: reversed keys in strictly increasing order with
+    /// their scope bits (see [`Self::entries`]), and the pattern rules' regexes and texts.
+    pub(crate) fn from_parts(
+        keys: Vec<(Vec<u8>, u64)>,
+        regexes: Vec<String>,
+        texts: Vec<String>,
+    ) -> Result<Self, BlocklistError> {
+        let map = if keys.is_empty() {
             None
         } else {
-            Some(fst::Map::from_iter(merged)?)
+            Some(fst::Map::from_iter(keys)?)
         };
-        let patterns = if patterns.is_empty() {
+        let patterns = if regexes.is_empty() {
             None
         } else {
-            let regexes: Vec<&str> = patterns.iter().map(|p| p.regex.as_str()).collect();
-            let matcher = PatternMatcher::build(&regexes)
+            let refs: Vec<&str> = regexes.iter().map(String::as_str).collect();
+            let matcher = PatternMatcher::build(&refs)
                 .map_err(|(_, reason)| BlocklistError::Patterns { reason })?;
-            Some(Arc::new((
+            Some(Arc::new(OwnPatterns {
                 matcher,
-                patterns.iter().map(|p| p.text.clone()).collect(),
-            )))
+                regexes,
+                texts,
+            }))
         };
         Ok(Self { map, patterns })
+    }
+
+    /// Every listed name as its reversed key (`com.example.ads`), in increasing order, with
+    /// its scope bits (1: the name itself, 2: its subdomains). Used by the snapshot wire
+    /// format; not for the hot path.
+    pub(crate) fn entries(&self) -> Vec<(Vec<u8>, u64)> {
+        use fst::Streamer;
+        let Some(map) = &self.map else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(map.len());
+        let mut stream = map.stream();
+        while let Some((k, v)) = stream.next() {
+            out.push((k.to_vec(), v));
+        }
+        out
+    }
+
+    /// The wildcard/regex rules' regexes, in the order of [`Self::patterns`].
+    pub fn pattern_regexes(&self) -> &[String] {
+        self.patterns.as_ref().map_or(&[], |p| p.regexes.as_slice())
     }
 
     /// True when the set covers nothing.
@@ -506,7 +728,7 @@ impl DomainSet {
 
     /// The wildcard/regex rules as written, indexed by [`RuleRef::Pattern`].
     pub fn patterns(&self) -> &[String] {
-        self.patterns.as_ref().map_or(&[], |p| p.1.as_slice())
+        self.patterns.as_ref().map_or(&[], |p| p.texts.as_slice())
     }
 
     /// True when the set has wildcard/regex rules (and so needs the dotted name).
@@ -544,7 +766,7 @@ impl DomainSet {
         }
         if let (Some(p), Some(name)) = (&self.patterns, dotted) {
             let mut first: Option<usize> = None;
-            p.0.for_each_match(name, |i| {
+            p.matcher.for_each_match(name, |i| {
                 first = Some(first.map_or(i, |f| f.min(i)));
             });
             if let Some(i) = first {

@@ -160,6 +160,13 @@ pub struct DnsConfig {
     pub max_in_flight: usize,
     /// TCP connections idle longer than this are closed, in seconds. Default 10.
     pub tcp_idle_timeout_secs: u64,
+    /// Serve UDP from the resolver's own per-core loop (blocked names and cached answers straight
+    /// from bytes); `false` lets hickory-server serve UDP too. Default true.
+    pub fast_path: bool,
+    /// Fast-path workers (one SO_REUSEPORT socket each); 0 = the cores the process may run on. Default 0.
+    pub fast_path_workers: usize,
+    /// Entries of the fast path's packet cache (split across workers); 0 disables it. Default 100 000.
+    pub packet_cache_size: usize,
 }
 
 impl Default for DnsConfig {
@@ -175,6 +182,9 @@ impl Default for DnsConfig {
             upstream_timeout_ms: 2_000,
             max_in_flight: 4_096,
             tcp_idle_timeout_secs: 10,
+            fast_path: true,
+            fast_path_workers: 0,
+            packet_cache_size: 100_000,
         }
     }
 }

@@ -111,4 +111,32 @@ pub enum ControlError {
     /// The user record changed between read and write (another request won); retry.
     #[error("concurrent change")]
     Conflict,
+
+    /// Billing: an open request of this kind already exists (a second disconnection request
+    /// for the same service).
+    #[error("an open {0} request already exists")]
+    AlreadyRequested(&'static str),
+    /// Billing: too many statistics requests are still queued for the account.
+    #[error("{open} requests are still open (at most {max})")]
+    TooManyOpen {
+        /// Open requests now.
+        open: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Billing: the operator posted a record whose unique key exists with other content (an
+    /// invoice number of the account).
+    #[error("{what} {key} already exists with other content")]
+    Duplicate {
+        /// What kind of record.
+        what: &'static str,
+        /// Its key.
+        key: String,
+    },
+    /// The payment gateway could not be reached or answered nonsense.
+    #[error("payment gateway failure")]
+    Gateway(#[from] crate::payments::GatewayError),
+    /// An invoice PDF could not be rendered (the embedded font could not be subset).
+    #[error("cannot render the invoice pdf: {0}")]
+    Pdf(String),
 }

@@ -30,13 +30,20 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod billing;
 mod error;
+pub mod invoice_pdf;
 pub mod mail;
 pub mod metrics;
+pub mod money;
+pub mod payments;
 pub mod secrets;
 mod server;
+pub mod stats_csv;
 pub mod store;
+pub mod topup;
 pub mod validate;
+pub mod web;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -129,6 +136,9 @@ pub(crate) struct Inner {
     mail_cancel: CancellationToken,
     mail_task: Mutex<Option<JoinHandle<()>>>,
     openapi_json: String,
+    topups: topup::Topups,
+    stats_notify: Arc<Notify>,
+    billing_task: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// The opened control plane. Cheap to clone (an `Arc`).
@@ -222,6 +232,17 @@ impl App {
         let slots = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get) * 2;
         let mail_cancel = CancellationToken::new();
         let task = runtime.spawn(sender.run(mail_cancel.clone()));
+        let topups = topup::Topups::new(config, http_client.clone());
+        let stats_notify = Arc::new(Notify::new());
+        let billing_task = runtime.spawn(topup::run_jobs(
+            store.clone(),
+            store.billing().clone(),
+            topups.clone(),
+            config.http.public_url.clone(),
+            stats_notify.clone(),
+            mail_notify.clone(),
+            mail_cancel.clone(),
+        ));
         Ok(Self {
             inner: Arc::new(Inner {
                 config: config.clone(),
@@ -236,6 +257,9 @@ impl App {
                 mail_cancel,
                 mail_task: Mutex::new(Some(task)),
                 openapi_json: api::openapi_json(),
+                topups,
+                stats_notify,
+                billing_task: Mutex::new(Some(billing_task)),
             }),
         })
     }
@@ -260,6 +284,21 @@ impl App {
         api::router(self.clone())
     }
 
+    /// The billing part of the store.
+    pub fn billing(&self) -> &billing::Billing {
+        self.inner.store.billing()
+    }
+
+    /// The top-up use cases over the configured payment gateway.
+    pub fn topups(&self) -> &topup::Topups {
+        &self.inner.topups
+    }
+
+    /// Wakes the billing job (after queueing a statistics request).
+    pub fn wake_stats(&self) {
+        self.inner.stats_notify.notify_one();
+    }
+
     /// Wakes the mail sender (after queueing an email).
     pub fn wake_mailer(&self) {
         self.inner.mail_notify.notify_one();
@@ -276,6 +315,15 @@ impl App {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(task) = task {
+            task.await.map_err(ControlError::Join)?;
+        }
+        let billing_task = self
+            .inner
+            .billing_task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = billing_task {
             task.await.map_err(ControlError::Join)?;
         }
         self.inner.store.flush()

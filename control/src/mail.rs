@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::message::header::{ContentTransferEncoding, ContentType};
-use lettre::message::{Body, Mailbox};
+use lettre::message::{Attachment as MailAttachment, Body, Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -92,7 +92,7 @@ pub fn sub_user(
              {url}\n\
              {credentials}\n\
              Вход в личный кабинет: {login_url}\n",
-            url = link(public_url, &format!("/api/v1/users/confirm?token={token}")),
+            url = link(public_url, &format!("/confirm-email?token={token}")),
             login_url = link(public_url, "/"),
         ),
     }
@@ -228,6 +228,9 @@ impl MailSender {
                 email.sent_at = Some(now_secs());
                 email.last_error = None;
                 email.body.clear();
+                if let Err(e) = self.store.billing().remove_attachments(email.id) {
+                    tracing::warn!(id = email.id, error = %e, "cannot drop the attachments of a sent email");
+                }
                 self.metrics.mail_delivered.inc();
                 tracing::info!(id = email.id, "email delivered");
             }
@@ -264,13 +267,38 @@ impl MailSender {
         let body = Body::new_with_encoding(email.body.clone(), ContentTransferEncoding::Base64)
             .map_err(|_| "cannot encode body".to_owned())?;
         let domain = self.from.email.domain().to_owned();
-        Message::builder()
+        let files = self
+            .store
+            .billing()
+            .attachments(email.id)
+            .map_err(|e| format!("cannot read attachments: {e}"))?;
+        let builder = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(email.subject.clone())
-            .message_id(Some(format!("<qorgan.{}@{}>", email.id, domain)))
-            .header(ContentType::TEXT_PLAIN)
-            .body(body)
+            .message_id(Some(format!("<qorgan.{}@{}>", email.id, domain)));
+        if files.is_empty() {
+            return builder
+                .header(ContentType::TEXT_PLAIN)
+                .body(body)
+                .map_err(|e| format!("cannot build message: {e}"));
+        }
+        // With attachments (the statistics CSV): multipart/mixed, the text part first.
+        let mut parts = MultiPart::mixed().singlepart(
+            SinglePart::builder()
+                .header(ContentType::TEXT_PLAIN)
+                .body(body),
+        );
+        for f in files {
+            let content_type = ContentType::parse(&f.content_type)
+                .map_err(|e| format!("attachment content type: {e}"))?;
+            let content =
+                Body::new_with_encoding(f.content.into_bytes(), ContentTransferEncoding::Base64)
+                    .map_err(|_| "cannot encode attachment".to_owned())?;
+            parts = parts.singlepart(MailAttachment::new(f.filename).body(content, content_type));
+        }
+        builder
+            .multipart(parts)
             .map_err(|e| format!("cannot build message: {e}"))
     }
 
@@ -320,9 +348,7 @@ mod tests {
         let with = sub_user("s@b.kz", "http://x", "TOKEN", Some("Gen3rated"));
         assert!(with.body.lines().any(|l| l == "Имя пользователя: s@b.kz"));
         assert!(with.body.lines().any(|l| l == "Пароль: Gen3rated"));
-        assert!(with
-            .body
-            .contains("http://x/api/v1/users/confirm?token=TOKEN"));
+        assert!(with.body.contains("http://x/confirm-email?token=TOKEN"));
         let without = sub_user("s@b.kz", "http://x", "TOKEN", None);
         assert!(!without.body.contains("Пароль:"));
     }

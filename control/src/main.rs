@@ -18,7 +18,11 @@ const EX_USAGE: u8 = 64;
 const DEFAULT_CONFIG_PATH: &str = "config/qorgan.toml";
 
 #[derive(Parser)]
-#[command(name = "qorgan", version, about = "DNS-filtering resolver and customer cabinet")]
+#[command(
+    name = "qorgan",
+    version,
+    about = "DNS-filtering resolver and customer cabinet"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -89,7 +93,9 @@ fn compile_lists(dir: &Path) -> ExitCode {
 fn load_config(path: Option<&Path>) -> Result<Config, qorgan_config::ConfigError> {
     match path {
         Some(p) => Config::load(p),
-        None if Path::new(DEFAULT_CONFIG_PATH).exists() => Config::load(Path::new(DEFAULT_CONFIG_PATH)),
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+            Config::load(Path::new(DEFAULT_CONFIG_PATH))
+        }
         None => Ok(Config::default()),
     }
 }
@@ -103,7 +109,10 @@ fn run_server(path: Option<&Path>, demo: bool) -> ExitCode {
         }
     };
     init_tracing(&config.log.level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -142,7 +151,10 @@ fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(quiet_libraries(level)))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 /// hickory logs every answered query at `info`; a provider's log would drown in it.
@@ -171,14 +183,20 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
 
     let app = qorgan_control::App::open(&config, &registry, demo).context("opening the store")?;
     if demo {
-        let d = app.provision_demo().context("provisioning the demo contract")?;
+        let d = app
+            .provision_demo()
+            .context("provisioning the demo contract")?;
         println!("{d}");
     }
     let store = qorgan_resolver::SnapshotStore::new(&config.default_policy);
     let mut tasks = tokio::task::JoinSet::new();
     {
-        let (config, store, registry, shutdown) =
-            (config.clone(), store.clone(), registry.clone(), shutdown.clone());
+        let (config, store, registry, shutdown) = (
+            config.clone(),
+            store.clone(),
+            registry.clone(),
+            shutdown.clone(),
+        );
         tasks.spawn(async move {
             qorgan_resolver::run(
                 &config,
@@ -195,7 +213,9 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            qorgan_control::serve_http(app, http, shutdown).await.context("cabinet HTTP server")
+            qorgan_control::serve_http(app, http, shutdown)
+                .await
+                .context("cabinet HTTP server")
         });
     }
     {

@@ -342,6 +342,7 @@ pub struct Store {
     services: sled::Tree,
     ledger: sled::Tree,
     balances: sled::Tree,
+    ledger_refs: sled::Tree,
     users: sled::Tree,
     idx_email: sled::Tree,
     account_users: sled::Tree,
@@ -350,6 +351,7 @@ pub struct Store {
     outbox: sled::Tree,
     throttle: sled::Tree,
     scan_lock: Arc<Mutex<()>>,
+    billing: crate::billing::Billing,
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<ControlError>>;
@@ -457,6 +459,7 @@ impl Store {
             services: db.open_tree("services")?,
             ledger: db.open_tree("ledger")?,
             balances: db.open_tree("balances")?,
+            ledger_refs: db.open_tree("ledger_refs")?,
             users: db.open_tree("users")?,
             idx_email: db.open_tree("idx_email")?,
             account_users: db.open_tree("account_users")?,
@@ -465,8 +468,15 @@ impl Store {
             outbox: db.open_tree("outbox")?,
             throttle: db.open_tree("throttle")?,
             scan_lock: Arc::new(Mutex::new(())),
+            billing: crate::billing::Billing::open(&db)?,
             db,
         })
+    }
+
+    /// The billing part of the store (orders, payments, invoices, requests, usage), over the
+    /// same database and sharing the ledger, balances, services and outbox trees.
+    pub fn billing(&self) -> &crate::billing::Billing {
+        &self.billing
     }
 
     /// A fresh id (never 0).
@@ -668,15 +678,18 @@ impl Store {
     }
 
     /// Posts a charge: appends a negative ledger entry and updates the cached balance in one
-    /// transaction. A `service_id` must name one of the account's services.
+    /// transaction. A `service_id` must name one of the account's services. With a billing
+    /// `reference`, a retry is harmless: the same reference on the same account returns the
+    /// entry already posted (`fresh == false`) and charges nothing.
     pub fn post_charge(
         &self,
         account_id: Id,
         amount_tiyn: i64,
         description: String,
         service_id: Option<Id>,
+        reference: Option<&str>,
         now: i64,
-    ) -> Result<(LedgerEntry, i64), ControlError> {
+    ) -> Result<(LedgerEntry, i64, bool), ControlError> {
         if let Some(sid) = service_id {
             if self.services.get(pair(account_id, sid))?.is_none() {
                 return Err(ControlError::NotFound("service"));
@@ -691,8 +704,38 @@ impl Store {
             service_id,
             at: now,
         };
-        let balance = self.append_ledger(&entry)?;
-        Ok((entry, balance))
+        let Some(reference) = reference else {
+            let balance = self.append_ledger(&entry)?;
+            return Ok((entry, balance, true));
+        };
+        let mut ref_key = be(account_id).to_vec();
+        ref_key.extend_from_slice(b"charge:");
+        ref_key.extend_from_slice(reference.as_bytes());
+        let value = enc(&entry)?;
+        let r = (&self.ledger, &self.balances, &self.ledger_refs).transaction(
+            |(ledger, balances, refs)| {
+                let current = match balances.get(be(account_id))? {
+                    Some(v) => tx_dec::<i64>("balances", &v)?,
+                    None => 0,
+                };
+                if let Some(existing) = refs.get(ref_key.as_slice())?.as_deref().and_then(id_of) {
+                    let Some(e) =
+                        tx_get::<LedgerEntry>(ledger, "ledger", &pair(account_id, existing))?
+                    else {
+                        return abort(ControlError::NotFound("ledger entry"));
+                    };
+                    return Ok((e, current, false));
+                }
+                let Some(next) = current.checked_add(entry.amount_tiyn) else {
+                    return abort(ControlError::Conflict);
+                };
+                ledger.insert(&pair(account_id, entry.id), value.clone())?;
+                balances.insert(&be(account_id), tx_enc(&next)?)?;
+                refs.insert(ref_key.as_slice(), &be(entry.id))?;
+                Ok((entry.clone(), next, true))
+            },
+        );
+        from_tx(r)
     }
 
     fn append_ledger(&self, entry: &LedgerEntry) -> Result<i64, ControlError> {
@@ -1016,10 +1059,20 @@ impl Store {
         from_tx(r)
     }
 
-    /// Removes expired sessions and tokens, and throttle entries quiet for a day. Returns how
-    /// many records went.
+    /// Removes expired sessions and tokens, throttle entries quiet for a day, and emails
+    /// delivered more than 30 days ago (failed ones stay for the operator). Returns how many
+    /// records went.
     pub fn purge_expired(&self, now: i64) -> Result<usize, ControlError> {
         let mut n = 0;
+        for item in self.outbox.iter() {
+            let (k, v) = item?;
+            if dec::<OutboxEmail>("outbox", &v).is_ok_and(|e| {
+                e.status == MailStatus::Sent && e.sent_at.is_some_and(|t| t + 30 * 86_400 <= now)
+            }) {
+                self.outbox.remove(k)?;
+                n += 1;
+            }
+        }
         for item in self.sessions.iter() {
             let (k, v) = item?;
             if dec::<Session>("sessions", &v).map_or(true, |s| s.expires_at <= now) {
@@ -1350,11 +1403,18 @@ mod tests {
                 1,
             )
             .expect("svc");
-        s.post_charge(a.id, 1_500_000, "ноябрь".to_owned(), Some(svc.id), 2)
+        s.post_charge(a.id, 1_500_000, "ноябрь".to_owned(), Some(svc.id), None, 2)
             .expect("charge");
-        let (_, bal) = s
-            .post_charge(a.id, 25, "x".to_owned(), None, 3)
+        let (first, bal, fresh) = s
+            .post_charge(a.id, 25, "x".to_owned(), None, Some("INV-1"), 3)
             .expect("charge");
+        assert!(fresh);
+        assert_eq!(bal, -1_500_025);
+        let (again, bal, fresh) = s
+            .post_charge(a.id, 25, "x".to_owned(), None, Some("INV-1"), 4)
+            .expect("retried charge");
+        assert!(!fresh, "a retried reference charges nothing");
+        assert_eq!(again, first);
         assert_eq!(bal, -1_500_025);
         assert_eq!(
             s.balance(a.id).expect("bal"),
@@ -1365,7 +1425,7 @@ mod tests {
                 .sum::<i64>()
         );
         assert!(matches!(
-            s.post_charge(a.id, 1, "x".to_owned(), Some(999_999), 4),
+            s.post_charge(a.id, 1, "x".to_owned(), Some(999_999), None, 4),
             Err(ControlError::NotFound(_))
         ));
     }

@@ -7,7 +7,8 @@ use arc_swap::Guard;
 use hickory_net::runtime::Time;
 use hickory_net::xfer::Protocol;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RData, Record};
+use hickory_proto::rr::rdata::HINFO;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use qorgan_blocklists::{AccountPolicy, BlockMode, ClientPolicy, ListRef, PolicySnapshot, Verdict};
@@ -18,6 +19,9 @@ use crate::answer::{self, BlockAnswer};
 use crate::metrics::{DnsMetrics, Outcome, Proto, QtypeClass};
 use crate::store::SnapshotStore;
 use crate::upstream::Forwarder;
+
+/// TTL of the RFC 8482 answer to ANY (an hour: the answer never changes).
+const ANY_TTL: u32 = 3600;
 
 impl From<BlockMode> for BlockAnswer {
     fn from(mode: BlockMode) -> Self {
@@ -137,6 +141,29 @@ impl DnsHandler {
                 .send_blocked(handle, request, &snapshot, &policy, verdict)
                 .await;
             return (Outcome::Blocked, info);
+        }
+
+        if query.query_type() == RecordType::ANY {
+            // RFC 8482 §4.2: one synthesised HINFO instead of everything the name has (ANY is
+            // the classic amplification query); nothing is forwarded.
+            policy.counters.record(&verdict);
+            let hinfo = Record::from_rdata(
+                query.original().name().clone(),
+                ANY_TTL,
+                RData::HINFO(HINFO::new("RFC8482".to_owned(), String::new())),
+            );
+            let edns = request.edns.as_ref().map(answer::response_edns);
+            let info = send(
+                handle,
+                request,
+                edns.as_ref(),
+                ResponseCode::NoError,
+                &[hinfo],
+                &[],
+                &[],
+            )
+            .await;
+            return (Outcome::Allowed, info);
         }
 
         // Keep this snapshot for the CNAME check: the policy's category bits index its catalog.
@@ -289,6 +316,45 @@ impl RequestHandler for DnsHandler {
         self.metrics
             .record_query(proto, qtype, outcome, started.elapsed().as_secs_f64());
         info
+    }
+}
+
+impl DnsHandler {
+    /// What [`RequestHandler::handle_request`] does, also telling the outcome (the UDP fast
+    /// path caches only `Allowed` answers).
+    pub(crate) async fn handle_counted<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> Outcome {
+        let started = Instant::now();
+        let qtype = request
+            .queries
+            .queries()
+            .first()
+            .map_or(QtypeClass::Other, |q| QtypeClass::of(q.query_type()));
+        let (outcome, _) = self.answer(request, response_handle, Proto::Udp).await;
+        self.metrics
+            .record_query(Proto::Udp, qtype, outcome, started.elapsed().as_secs_f64());
+        outcome
+    }
+}
+
+/// A [`DnsHandler`] shared between hickory-server (TCP, and UDP without the fast path) and
+/// the fast path's hand-over tasks.
+#[derive(Debug, Clone)]
+pub(crate) struct SharedHandler(pub(crate) Arc<DnsHandler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for SharedHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        self.0
+            .handle_request::<R, T>(request, response_handle)
+            .await
     }
 }
 

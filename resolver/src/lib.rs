@@ -36,15 +36,18 @@ use tokio_util::sync::CancellationToken;
 
 pub mod answer;
 mod error;
+mod fast;
 mod handler;
 mod listeners;
 pub mod metrics;
 mod source;
 mod store;
+mod udp;
 mod upstream;
 mod watch;
 
 pub use error::ResolverError;
+pub use fast::{FastOutcome, FastPath, FastPathOptions, FillKey};
 pub use handler::DnsHandler;
 pub use listeners::DnsListeners;
 pub use metrics::DnsMetrics;
@@ -65,6 +68,9 @@ pub const LISTS_CACHE_DIR: &str = "lists-cache";
 /// loaded through `<data_dir>/lists-cache` (a failure there is logged and counted, and the
 /// store keeps its catalog, so the server still answers). Then, with `config.lists.watch`,
 /// changes to the lists folder and to the policy file are reloaded without a restart.
+///
+/// UDP is served by the fast path ([`FastPath`], one thread per worker) unless
+/// [`FastPathOptions::from_config`] disables it; [`run_with`] takes the options explicitly.
 pub async fn run(
     config: &qorgan_config::Config,
     listeners: DnsListeners,
@@ -72,6 +78,20 @@ pub async fn run(
     source: PolicySource,
     metrics: &prometheus::Registry,
     shutdown: CancellationToken,
+) -> Result<(), ResolverError> {
+    let fast = FastPathOptions::from_config(config);
+    run_with(config, listeners, store, source, metrics, shutdown, fast).await
+}
+
+/// [`run`] with explicit fast-path options (tests and benches compare both paths).
+pub async fn run_with(
+    config: &qorgan_config::Config,
+    listeners: DnsListeners,
+    store: SnapshotStore,
+    source: PolicySource,
+    metrics: &prometheus::Registry,
+    shutdown: CancellationToken,
+    fast: FastPathOptions,
 ) -> Result<(), ResolverError> {
     let metrics = Arc::new(DnsMetrics::new(metrics)?);
     store.attach_metrics(metrics.clone());
@@ -124,8 +144,14 @@ pub async fn run(
     }
 
     let forwarder = Forwarder::new(&config.dns, metrics.clone())?;
-    let handler = DnsHandler::new(&config.dns, store, forwarder, metrics);
-    let mut server = Server::new(handler);
+    let handler = Arc::new(DnsHandler::new(
+        &config.dns,
+        store.clone(),
+        forwarder,
+        metrics.clone(),
+    ));
+    let mut server = Server::new(handler::SharedHandler(handler.clone()));
+    let mut fast_sockets = Vec::new();
     let idle = Duration::from_secs(config.dns.tcp_idle_timeout_secs);
     for (udp, tcp) in listeners.pairs {
         let addr = udp.local_addr().map_err(|source| ResolverError::Register {
@@ -133,22 +159,41 @@ pub async fn run(
             addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
             source,
         })?;
-        tracing::info!(%addr, "serving DNS on UDP and TCP");
-        let udp =
-            tokio::net::UdpSocket::from_std(udp).map_err(|source| ResolverError::Register {
-                protocol: "udp",
-                addr,
-                source,
-            })?;
+        tracing::info!(%addr, fast_path = fast.enabled, "serving DNS on UDP and TCP");
+        if fast.enabled {
+            fast_sockets.push(udp);
+        } else {
+            let udp =
+                tokio::net::UdpSocket::from_std(udp).map_err(|source| ResolverError::Register {
+                    protocol: "udp",
+                    addr,
+                    source,
+                })?;
+            server.register_socket(udp);
+        }
         let tcp =
             tokio::net::TcpListener::from_std(tcp).map_err(|source| ResolverError::Register {
                 protocol: "tcp",
                 addr,
                 source,
             })?;
-        server.register_socket(udp);
         server.register_listener(tcp, idle, TCP_RESPONSE_BUFFER);
     }
+    let workers = if fast.enabled {
+        Some(udp::start(
+            udp::WorkerSetup {
+                dns: &config.dns,
+                options: fast,
+                store,
+                metrics,
+                handler,
+                runtime: tokio::runtime::Handle::current(),
+            },
+            fast_sockets,
+        )?)
+    } else {
+        None
+    };
 
     let server_token = server.shutdown_token().clone();
     let stop = background.clone();
@@ -157,6 +202,10 @@ pub async fn run(
         server_token.cancel();
     });
     let result = server.block_until_done().await;
+    if let Some(workers) = workers {
+        // Joining blocks for up to one receive timeout: not on a runtime thread.
+        let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
+    }
     // The server ended (shutdown, or a socket failed): stop the watchers too.
     background.cancel();
     while tasks.join_next().await.is_some() {}

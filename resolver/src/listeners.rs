@@ -37,6 +37,20 @@ impl DnsListeners {
     }
 }
 
+/// A UDP socket with `SO_REUSEPORT` (where the platform has it), so that the UDP fast path can
+/// add one socket per worker on the same port. Only sockets of the same user join the group.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        None,
+    )?;
+    #[cfg(all(unix, not(target_os = "solaris"), not(target_os = "illumos")))]
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), ResolverError> {
     let attempts = if addr.port() == 0 {
         PORT_ZERO_ATTEMPTS
@@ -45,7 +59,7 @@ fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), ResolverError
     };
     let mut last_error = None;
     for _ in 0..attempts {
-        let udp = UdpSocket::bind(addr).map_err(|source| ResolverError::Bind {
+        let udp = bind_udp(addr).map_err(|source| ResolverError::Bind {
             protocol: "udp",
             addr,
             source,
@@ -112,5 +126,16 @@ mod tests {
         let taken = first.local_addrs()[0];
         let err = DnsListeners::bind(&[taken]).expect_err("port in use");
         assert!(err.to_string().contains(&taken.to_string()), "{err}");
+    }
+
+    #[test]
+    fn ipv6_loopback_binds_both_protocols_when_the_host_has_it() {
+        if UdpSocket::bind("[::1]:0").is_err() {
+            eprintln!("skipped: this host has no IPv6 loopback");
+            return;
+        }
+        let listeners = DnsListeners::bind(&["[::1]:0".parse().expect("addr")]).expect("bind");
+        let addr = listeners.local_addrs()[0];
+        assert!(addr.is_ipv6() && addr.port() != 0);
     }
 }

@@ -160,6 +160,18 @@ fn changed_list_misses_the_cache() {
     assert_ne!(a.hash(), b.hash());
     assert_eq!(report.cache, CacheOutcome::Written);
     assert!(b.patterns().is_empty());
+    // The old version's file is gone (one catalog per cache folder), and the old catalog,
+    // still mapped, still answers.
+    let files: Vec<_> = fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(!a.is_empty() && a.is_mapped());
+    let snapshot = PolicySnapshot::empty(Arc::new(a));
+    assert!(snapshot
+        .decide_dotted(&policy_all(&snapshot), b"ads.example")
+        .is_blocked());
 }
 
 #[test]

@@ -8,3 +8,5 @@ mod model;
 mod parse;
 mod patterns;
 mod policy;
+mod topk;
+mod wire;

@@ -5,7 +5,9 @@ use proptest::prelude::*;
 use crate::matcher::{required_literal, PatternMatcher};
 use crate::parse::{parse_text, FormatHint};
 
-const PIECES: &[&str] = &["ab", "abc", "x-y", "cdn", "a", "b.c", ".", "go"];
+const PIECES: &[&str] = &[
+    "ab", "abc", "x-y", "cdn", "a", "b.c", ".", "go", ".cdn.ab", "x.go.b",
+];
 
 fn wildcard() -> impl Strategy<Value = String> {
     (
@@ -62,6 +64,30 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn required_suffix_is_a_domain_of_two_labels_or_more_under_a_dollar_anchor() {
+    use crate::matcher::required_suffix;
+    assert_eq!(
+        required_suffix(r"(?:^|\.)api.*\.hubapi\.com$").as_deref(),
+        Some("hubapi.com")
+    );
+    assert_eq!(
+        required_suffix(r"(?:^|\.).*-go\.kelkoogroup\.net$").as_deref(),
+        Some("kelkoogroup.net")
+    );
+    assert_eq!(
+        required_suffix(r"(?:^|\.)click\.microsoft.*\.com$"),
+        None,
+        "a bare TLD"
+    );
+    assert_eq!(required_suffix(r"(?:^|\.)adservice\.google\..*$"), None);
+    assert_eq!(
+        required_suffix(r"(?:^|\.)mtpc\.se"),
+        None,
+        "not anchored at the end"
+    );
 }
 
 #[test]

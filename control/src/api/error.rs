@@ -173,6 +173,29 @@ impl From<ControlError> for ApiError {
                 "concurrent_change",
                 "запись изменена другим запросом; повторите",
             ),
+            ControlError::AlreadyRequested(_) => Self::new(
+                StatusCode::CONFLICT,
+                "already_requested",
+                "заявка на отключение этой услуги уже подана и ещё не обработана",
+            ),
+            ControlError::TooManyOpen { max, .. } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!("не больше {max} запросов статистики в очереди; дождитесь ответа на прежние"),
+            ),
+            ControlError::Duplicate { what, key } => Self::new(
+                StatusCode::CONFLICT,
+                "duplicate",
+                format!("{what} {key} уже есть с другим содержимым"),
+            ),
+            ControlError::Gateway(e) => {
+                tracing::warn!(error = %Chain(&e), "payment gateway unavailable");
+                Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    "gateway_unavailable",
+                    "платёжный шлюз недоступен; попробуйте позже",
+                )
+            }
             other => {
                 tracing::error!(error = %Chain(&other), "request failed");
                 Self::internal()

@@ -11,6 +11,7 @@
 //! `SameSite=Lax`. Bearer-token clients send no cookie and are not exposed to CSRF.
 
 pub mod account;
+pub mod billing;
 mod error;
 pub mod extract;
 pub mod operator;
@@ -58,12 +59,31 @@ use crate::App;
         users::update,
         users::delete,
         users::confirm,
+        billing::services,
+        billing::usage,
+        billing::disconnect,
+        billing::connect,
+        billing::service_requests,
+        billing::create_stats,
+        billing::list_stats,
+        billing::payments,
+        billing::invoices,
+        billing::invoice,
+        billing::invoice_pdf,
+        billing::create_topup,
+        billing::get_topup,
+        billing::callback,
+        billing::post_invoice,
+        billing::post_payment,
+        billing::post_usage,
+        billing::operator_requests,
     ),
     components(schemas(ErrorBody, ErrorDetail, Health)),
     modifiers(&Security),
     tags(
         (name = "operator", description = "Billing integration: `Authorization: Bearer <operator.token>`"),
         (name = "customer", description = "The cabinet: session cookie or `Authorization: Bearer <session token>`"),
+        (name = "gateway", description = "Payment gateways' notifications (sandbox: X-Signature HMAC; Halyk ePay: postLink with secret_hash)"),
     )
 )]
 pub struct ApiDoc;
@@ -121,11 +141,54 @@ pub(crate) fn router(app: App) -> Router {
         .route("/me", get(account::me))
         .route("/users", get(users::list).post(users::create))
         .route("/users/confirm", get(users::confirm))
-        .route("/users/{id}", patch(users::update).delete(users::delete));
+        .route("/users/{id}", patch(users::update).delete(users::delete))
+        .route("/services", get(billing::services))
+        .route("/services/{id}/usage", get(billing::usage))
+        .route(
+            "/services/{id}/disconnect-request",
+            post(billing::disconnect),
+        )
+        .route(
+            "/service-requests",
+            get(billing::service_requests).post(billing::connect),
+        )
+        .route(
+            "/stats-requests",
+            get(billing::list_stats).post(billing::create_stats),
+        )
+        .route("/payments", get(billing::payments))
+        .route("/payments/{gateway}/callback", post(billing::callback))
+        .route("/invoices", get(billing::invoices))
+        .route("/invoices/{id}", get(billing::invoice))
+        .route("/invoices/{id}/pdf", get(billing::invoice_pdf))
+        .route("/topups", post(billing::create_topup))
+        .route("/topups/{order_id}", get(billing::get_topup))
+        .route(
+            "/operator/accounts/{account_number}/invoices",
+            post(billing::post_invoice),
+        )
+        .route(
+            "/operator/accounts/{account_number}/payments",
+            post(billing::post_payment),
+        )
+        .route(
+            "/operator/accounts/{account_number}/services/{id}/usage",
+            post(billing::post_usage),
+        )
+        .route(
+            "/operator/accounts/{account_number}/service-requests",
+            get(billing::operator_requests),
+        );
     let timeout = Duration::from_secs(app.config().http.request_timeout_secs);
     Router::new()
         .route("/health", get(health))
         .nest("/api/v1", api)
+        .route(
+            "/sandbox/pay/{order_id}",
+            get(billing::sandbox_page).post(billing::sandbox_press),
+        )
+        .route("/pay/halyk/{order_id}", get(billing::halyk_page))
+        .merge(crate::web::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), csrf_guard))
         .layer(TimeoutLayer::with_status_code(

@@ -330,6 +330,9 @@ pub struct PostCharge {
     pub description: String,
     /// The service charged (one of the account's).
     pub service_id: Option<u64>,
+    /// Billing's id of this charge (≤ 64 characters). A retry with the same reference answers
+    /// 200 with the charge already posted instead of charging twice.
+    pub reference: Option<String>,
 }
 
 /// A posted charge and the balance after it.
@@ -364,7 +367,9 @@ fn charge_view(e: &LedgerEntry, balance: i64) -> ChargeView {
 #[utoipa::path(post, path = "/api/v1/operator/accounts/{account_number}/charges", tag = "operator",
     security(("operator" = [])), request_body = PostCharge,
     params(("account_number" = String, Path, description = "лицевой счёт")),
-    responses((status = 201, body = ChargeView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 201, body = ChargeView), (status = 200, body = ChargeView, description = "retry of a posted reference"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "reference_conflict")))]
 pub(crate) async fn post_charge(
     State(app): State<App>,
     _op: Operator,
@@ -381,13 +386,16 @@ pub(crate) async fn post_charge(
         .with_field("amount_tiyn"));
     }
     let description = required_text("description", &body.description)?;
-    let (entry, balance) = app
+    let reference = validate::optional_text(body.reference.as_deref(), 64)
+        .map_err(|r| ApiError::field("reference", r))?;
+    let (entry, balance, fresh) = app
         .store()
         .post_charge(
             account.id,
             body.amount_tiyn,
             description,
             body.service_id,
+            reference.as_deref(),
             now_secs(),
         )
         .map_err(|e| match e {
@@ -399,5 +407,20 @@ pub(crate) async fn post_charge(
             .with_field("service_id"),
             other => other.into(),
         })?;
+    if !fresh {
+        if -entry.amount_tiyn != body.amount_tiyn || entry.service_id != body.service_id {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "reference_conflict",
+                "this reference was already posted with another amount or service",
+            )
+            .with_field("reference")
+            .with_extra(
+                "charge",
+                serde_json::to_value(charge_view(&entry, balance)).unwrap_or_default(),
+            ));
+        }
+        return Ok((StatusCode::OK, Json(charge_view(&entry, balance))));
+    }
     Ok((StatusCode::CREATED, Json(charge_view(&entry, balance))))
 }

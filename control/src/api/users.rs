@@ -404,6 +404,33 @@ mod tests {
         assert!(!in_strict_subtree(&t, 5, 3), "cousin");
     }
 
+    proptest::proptest! {
+        /// On random trees, "strictly below" is exactly "the manager is a proper ancestor".
+        #[test]
+        fn strict_subtree_equals_proper_ancestry(
+            parents in proptest::collection::vec(0usize..1000, 1..40),
+            m in 0usize..40,
+            t in 0usize..40,
+        ) {
+            // user i+1 has parent (parents[i] % (i+1)) + 1; user 1... is the root chain start
+            let n = parents.len() + 1;
+            let mut map: HashMap<Id, Option<Id>> = HashMap::new();
+            map.insert(1, None);
+            for (i, p) in parents.iter().enumerate() {
+                let id = (i + 2) as Id;
+                map.insert(id, Some((p % (i + 1) + 1) as Id));
+            }
+            let (m, t) = ((m % n + 1) as Id, (t % n + 1) as Id);
+            let mut ancestors = Vec::new();
+            let mut cur = map[&t];
+            while let Some(p) = cur {
+                ancestors.push(p);
+                cur = map[&p];
+            }
+            proptest::prop_assert_eq!(in_strict_subtree(&map, m, t), ancestors.contains(&m));
+        }
+    }
+
     #[test]
     fn a_corrupt_cycle_grants_nothing() {
         let t: HashMap<Id, Option<Id>> = [(1, Some(2)), (2, Some(1)), (3, None)]

@@ -58,11 +58,29 @@ async fn operator_register_login_me_password_reset_subusers_logout() {
         .operator(
             Method::POST,
             "/api/v1/operator/accounts/4445/charges",
-            Some(json!({"amount_tiyn": 1_500_000, "description": "Абонплата, ноябрь", "service_id": svc.body["id"]})),
+            Some(json!({"amount_tiyn": 1_500_000, "description": "Абонплата, ноябрь", "service_id": svc.body["id"], "reference": "INV-2026-11-4445"})),
         )
         .await;
     assert_eq!(charge.status, StatusCode::CREATED, "{}", charge.text);
     assert_eq!(charge.body["balance_tiyn"], -1_500_000);
+    // Billing retries the same charge: nothing more is charged.
+    let retry = s
+        .operator(
+            Method::POST,
+            "/api/v1/operator/accounts/4445/charges",
+            Some(json!({"amount_tiyn": 1_500_000, "description": "Абонплата, ноябрь", "service_id": svc.body["id"], "reference": "INV-2026-11-4445"})),
+        )
+        .await;
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.text);
+    assert_eq!(retry.body["id"], charge.body["id"]);
+    let clash = s
+        .operator(
+            Method::POST,
+            "/api/v1/operator/accounts/4445/charges",
+            Some(json!({"amount_tiyn": 1, "description": "x", "reference": "INV-2026-11-4445"})),
+        )
+        .await;
+    clash.error(StatusCode::CONFLICT, "reference_conflict");
     let acc = s
         .operator(Method::GET, "/api/v1/operator/accounts/4445", None)
         .await;
@@ -264,12 +282,17 @@ async fn operator_register_login_me_password_reset_subusers_logout() {
         .await
         .error(StatusCode::FORBIDDEN, "email_unconfirmed");
     let confirm = a_mail
-        .link(&format!("{PUBLIC_URL}/api/v1/users/confirm?token="))
+        .link(&format!("{PUBLIC_URL}/confirm-email?token="))
         .expect("confirm link");
-    let confirmed = s.http.get(s.local(&confirm)).send().await.unwrap();
+    let confirmed = s.http.get(s.confirm_api(&confirm)).send().await.unwrap();
     assert_eq!(confirmed.status(), StatusCode::OK);
     assert_eq!(
-        s.http.get(s.local(&confirm)).send().await.unwrap().status(),
+        s.http
+            .get(s.confirm_api(&confirm))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         StatusCode::GONE,
         "single use"
     );
@@ -305,11 +328,11 @@ async fn operator_register_login_me_password_reset_subusers_logout() {
         .line_value("Пароль: ")
         .expect("generated password is emailed");
     let b_confirm = b_mail
-        .link(&format!("{PUBLIC_URL}/api/v1/users/confirm?token="))
+        .link(&format!("{PUBLIC_URL}/confirm-email?token="))
         .unwrap();
     assert_eq!(
         s.http
-            .get(s.local(&b_confirm))
+            .get(s.confirm_api(&b_confirm))
             .send()
             .await
             .unwrap()

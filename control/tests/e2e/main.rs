@@ -8,6 +8,7 @@
 )]
 
 mod abuse;
+mod billing;
 mod binary;
 mod errors;
 mod flow;

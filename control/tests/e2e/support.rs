@@ -275,9 +275,15 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: &Config, options: AppOptions) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, config, options).await
+    }
+
+    /// Serves on a listener the caller bound (so that the config can name its address, e.g. as
+    /// `http.public_url` for the sandbox bank's callback).
+    pub async fn start_on(listener: TcpListener, config: &Config, options: AppOptions) -> Self {
         let registry = prometheus::Registry::new();
         let app = App::open_with(config, &registry, options).expect("open app");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(qorgan_control::serve_http(
@@ -312,6 +318,18 @@ impl Server {
             "link not built from http.public_url: {link}"
         );
         link.replacen(PUBLIC_URL, &self.base, 1)
+    }
+
+    /// The API call behind an emailed confirmation page link
+    /// (`{PUBLIC_URL}/confirm-email?token=…`, a page of the web cabinet).
+    pub fn confirm_api(&self, link: &str) -> String {
+        let token = self
+            .local(link)
+            .split("token=")
+            .nth(1)
+            .expect("token in link")
+            .to_owned();
+        self.url(&format!("/api/v1/users/confirm?token={token}"))
     }
 
     pub async fn call(

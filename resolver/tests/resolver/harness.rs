@@ -15,7 +15,7 @@ use hickory_proto::op::{DnsResponse, Message, MessageType, OpCode, Query, Respon
 use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use qorgan_config::{Config, UnknownClients};
-use qorgan_resolver::{DnsListeners, PolicySource, SnapshotStore};
+use qorgan_resolver::{DnsListeners, FastPathOptions, PolicySource, SnapshotStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::upstream::Upstream;
@@ -45,6 +45,8 @@ pub struct Setup {
     pub default_categories: Vec<&'static str>,
     /// Forward here instead of the local [`Upstream`] (e.g. a socket that never answers).
     pub upstream_override: Option<SocketAddr>,
+    /// UDP through the fast path (the default) or through hickory-server only.
+    pub fast_path: FastPathOptions,
 }
 
 impl Default for Setup {
@@ -59,6 +61,10 @@ impl Default for Setup {
             default_networks: Vec::new(),
             default_categories: vec!["malware"],
             upstream_override: None,
+            fast_path: FastPathOptions {
+                workers: 2,
+                ..FastPathOptions::default()
+            },
         }
     }
 }
@@ -115,8 +121,9 @@ impl Resolver {
         let shutdown = CancellationToken::new();
         let policy = PolicySource::File(dir.path().join("policy.toml"));
         let (s, r, t) = (store.clone(), registry.clone(), shutdown.clone());
+        let fast = setup.fast_path;
         let task = tokio::spawn(async move {
-            qorgan_resolver::run(&config, listeners, s, policy, &r, t).await
+            qorgan_resolver::run_with(&config, listeners, s, policy, &r, t, fast).await
         });
         let resolver = Self {
             addr,

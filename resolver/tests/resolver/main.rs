@@ -8,6 +8,7 @@
 )]
 
 mod clients;
+mod differential;
 mod filtering;
 mod forwarding;
 mod harness;

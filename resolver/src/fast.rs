@@ -1,0 +1,776 @@
+//! The UDP fast path's per-packet work: bytes in, bytes out, no allocation, no lock.
+//!
+//! [`FastPath::process`] reads only the header, the question and the OPT record of a datagram
+//! in place, drops what must get no reply (short packets, QR=1, sources outside every account
+//! under `unknown_clients = "drop"`), decides the name by the source's account, and answers
+//! blocked names in the account's block mode and allowed names from a packet cache, straight
+//! from bytes. Everything else ([`FastOutcome::Slow`]) goes to the hickory path
+//! ([`crate::DnsHandler`]), whose encoded answer fills the cache ([`FastPath::fill`]).
+//!
+//! The answers are meant to be the hickory path's answers byte for byte in meaning (same
+//! rcode, flags, records, OPT and EDE); the differential test in `tests/fast_path` checks it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hickory_proto::rr::RecordType;
+use qorgan_blocklists::{AccountPolicy, BlockMode, ClientPolicy, ListRef, PolicySnapshot, Verdict};
+use qorgan_config::UnknownClients;
+
+use crate::answer::{EDE_BLOCKED, EDE_OPTION_CODE, MAX_UDP_PAYLOAD};
+use crate::metrics::{DnsMetrics, Outcome, Proto, QtypeClass};
+use crate::store::SnapshotStore;
+
+/// DNS header length.
+const HEADER: usize = 12;
+/// Record type of OPT (RFC 6891).
+const TYPE_OPT: u16 = 41;
+/// Record type of SOA.
+const TYPE_SOA: u16 = 6;
+/// Class IN.
+const CLASS_IN: u16 = 1;
+/// Wire form of the synthesised SOA's MNAME, `qorgan.invalid.` (see [`crate::answer`]).
+const SOA_MNAME: &[u8] = b"\x06qorgan\x07invalid\x00";
+/// Wire form of its RNAME, `blocked.qorgan.invalid.`.
+const SOA_RNAME: &[u8] = b"\x07blocked\x06qorgan\x07invalid\x00";
+/// Answer payload limit of a client without EDNS (RFC 1035).
+const PLAIN_UDP_PAYLOAD: u16 = 512;
+/// Ways of the set-associative packet cache.
+const WAYS: usize = 4;
+/// Most TTL/name patch points an answer may have to be cached (more: served by hickory).
+const MAX_PATCHES: usize = 64;
+
+/// How the fast path is run: from `[dns]` (`fast_path`, `fast_path_workers`,
+/// `packet_cache_size`); the default is the config's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FastPathOptions {
+    /// Serve UDP from the fast path; `false` leaves UDP to hickory-server as before.
+    pub enabled: bool,
+    /// Worker threads (one `SO_REUSEPORT` socket each per listen address); 0 = the cores this
+    /// process may run on.
+    pub workers: usize,
+    /// Packet cache entries over all workers (each worker owns `cache_size / workers`);
+    /// 0 disables the packet cache.
+    pub cache_size: usize,
+}
+
+impl Default for FastPathOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            workers: 0,
+            cache_size: 100_000,
+        }
+    }
+}
+
+impl FastPathOptions {
+    /// The options `config` asks for (`dns.fast_path`, `dns.fast_path_workers`,
+    /// `dns.packet_cache_size`).
+    pub fn from_config(config: &qorgan_config::Config) -> Self {
+        Self {
+            enabled: config.dns.fast_path,
+            workers: config.dns.fast_path_workers,
+            cache_size: config.dns.packet_cache_size,
+        }
+    }
+
+    /// The number of workers to start: `workers`, or the cores available to this process.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    }
+}
+
+/// What to do with one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FastOutcome {
+    /// Send nothing (counted).
+    Drop,
+    /// Send the first `n` bytes of the output buffer.
+    Reply(usize),
+    /// Hand the datagram to the hickory path; when its answer is cacheable, give it to
+    /// [`FastPath::fill`] with this key.
+    Slow(Option<FillKey>),
+}
+
+/// What the cache needs, besides the answer itself, to store an answer of the hickory path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FillKey {
+    policy: u64,
+    generation: u64,
+    flags: u8,
+}
+
+/// The cache key bits that are not in the name: EDNS present, DO set.
+const KEY_EDNS: u8 = 1;
+const KEY_DO: u8 = 2;
+
+/// The question and OPT of a parsed query (offsets into the datagram).
+struct Parsed {
+    /// End of the question name (offset just past its root label).
+    name_end: usize,
+    qtype: u16,
+    /// Client's EDNS payload size, if it sent an OPT.
+    edns_payload: Option<u16>,
+    dnssec_ok: bool,
+    /// Offsets of the labels' length bytes, in order (at most 127).
+    labels: [u8; 128],
+    label_count: usize,
+}
+
+impl Parsed {
+    fn labels_rev<'s, 'q: 's>(
+        &'s self,
+        query: &'q [u8],
+    ) -> impl Iterator<Item = &'q [u8]> + Clone + 's {
+        self.labels[..self.label_count].iter().rev().map(move |&s| {
+            let s = usize::from(s);
+            let len = usize::from(query[s]);
+            &query[s + 1..s + 1 + len]
+        })
+    }
+
+    /// Largest answer this client takes over UDP.
+    fn limit(&self) -> usize {
+        usize::from(self.answer_payload().unwrap_or(PLAIN_UDP_PAYLOAD))
+    }
+
+    /// The payload our OPT announces (the hickory path's [`crate::answer::response_edns`]).
+    fn answer_payload(&self) -> Option<u16> {
+        self.edns_payload
+            .map(|p| p.clamp(PLAIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD))
+    }
+}
+
+/// Reads the header, question and OPT; `None` when anything is unusual (the hickory path
+/// answers those: several questions, compression in the question, other classes, opcodes,
+/// EDNS versions, records in answer/authority, trailing bytes).
+fn parse(query: &[u8]) -> Option<Parsed> {
+    let opcode = (query[2] >> 3) & 0x0f;
+    let tc = query[2] & 0x02 != 0;
+    let counts = |i: usize| u16::from_be_bytes([query[4 + 2 * i], query[5 + 2 * i]]);
+    if opcode != 0 || tc || counts(0) != 1 || counts(1) != 0 || counts(2) != 0 || counts(3) > 1 {
+        return None;
+    }
+    let mut labels = [0u8; 128];
+    let mut label_count = 0;
+    let mut pos = HEADER;
+    loop {
+        let len = *query.get(pos)?;
+        if len == 0 {
+            pos += 1;
+            break;
+        }
+        if len > 63 || label_count == labels.len() || pos + 1 + usize::from(len) > HEADER + 255 {
+            return None;
+        }
+        labels[label_count] = u8::try_from(pos).ok()?;
+        label_count += 1;
+        pos += 1 + usize::from(len);
+    }
+    let name_end = pos;
+    let fixed = query.get(pos..pos + 4)?;
+    let qtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+    let qclass = u16::from_be_bytes([fixed[2], fixed[3]]);
+    if qclass != CLASS_IN || qtype == TYPE_OPT {
+        return None;
+    }
+    pos += 4;
+    let mut edns_payload = None;
+    let mut dnssec_ok = false;
+    if counts(3) == 1 {
+        // Root owner, type OPT, class = payload, TTL = ext-rcode, version, flags; rdata.
+        let opt = query.get(pos..pos + 11)?;
+        if opt[0] != 0 || u16::from_be_bytes([opt[1], opt[2]]) != TYPE_OPT || opt[6] != 0 {
+            return None;
+        }
+        edns_payload = Some(u16::from_be_bytes([opt[3], opt[4]]));
+        dnssec_ok = opt[7] & 0x80 != 0;
+        let rdlen = usize::from(u16::from_be_bytes([opt[9], opt[10]]));
+        pos += 11;
+        let end = pos + rdlen;
+        // Options must be well-formed TLVs (the hickory path ignores their content).
+        while pos < end {
+            let head = query.get(pos..pos + 4)?;
+            pos += 4 + usize::from(u16::from_be_bytes([head[2], head[3]]));
+        }
+        if pos != end {
+            return None;
+        }
+    }
+    if pos != query.len() {
+        return None;
+    }
+    Some(Parsed {
+        name_end,
+        qtype,
+        edns_payload,
+        dnssec_ok,
+        labels,
+        label_count,
+    })
+}
+
+/// The fast path of one worker: shared policy and metrics, its own packet cache.
+#[derive(Debug)]
+pub struct FastPath {
+    store: SnapshotStore,
+    metrics: Arc<DnsMetrics>,
+    unknown_clients: UnknownClients,
+    block_ttl: u32,
+    cache: PacketCache,
+    epoch: Instant,
+}
+
+impl FastPath {
+    /// A fast path reading policy from `store`, counting in `metrics`, with `unknown_clients`
+    /// and `block_ttl` from `[dns]` and a packet cache of `cache_entries` (0: no cache).
+    pub fn new(
+        dns: &qorgan_config::DnsConfig,
+        store: SnapshotStore,
+        metrics: Arc<DnsMetrics>,
+        cache_entries: usize,
+    ) -> Self {
+        Self {
+            store,
+            metrics,
+            unknown_clients: dns.unknown_clients,
+            block_ttl: dns.block_ttl,
+            cache: PacketCache::new(cache_entries),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Seconds since this fast path started (the cache's clock).
+    fn now_secs(&self) -> u64 {
+        self.epoch.elapsed().as_secs()
+    }
+
+    /// Answers one datagram from `src` into `out` (at least [`MAX_UDP_PAYLOAD`] bytes), or says
+    /// to drop it or to hand it to the hickory path. Allocates nothing, takes no lock.
+    pub fn process(&mut self, src: IpAddr, query: &[u8], out: &mut [u8]) -> FastOutcome {
+        let started = Instant::now();
+        // Before any parsing: too short for a header, or not a query (reflection, T3).
+        if query.len() < HEADER || query[2] & 0x80 != 0 {
+            self.metrics
+                .record_query(Proto::Udp, QtypeClass::Other, Outcome::Dropped, 0.0);
+            return FastOutcome::Drop;
+        }
+        let snapshot = self.store.load();
+        let policy = match snapshot.client_policy(src) {
+            ClientPolicy::Account(p) | ClientPolicy::DefaultNetwork(p) => p,
+            ClientPolicy::Unknown => match (self.unknown_clients, &snapshot.default_policy) {
+                (UnknownClients::Default, Some(p)) => p,
+                (UnknownClients::Drop, _) => {
+                    self.metrics
+                        .record_query(Proto::Udp, QtypeClass::Other, Outcome::Dropped, 0.0);
+                    return FastOutcome::Drop;
+                }
+                // REFUSED is rare enough for the hickory path.
+                (UnknownClients::Refuse | UnknownClients::Default, _) => {
+                    return FastOutcome::Slow(None)
+                }
+            },
+        };
+        let Some(parsed) = parse(query) else {
+            return FastOutcome::Slow(None);
+        };
+        let qtype = QtypeClass::of(RecordType::from(parsed.qtype));
+        let verdict = snapshot.decide_labels_rev(policy, parsed.labels_rev(query));
+        if verdict.is_blocked() {
+            let Some(n) = self.blocked(query, &parsed, &snapshot, policy, verdict, out) else {
+                return FastOutcome::Slow(None);
+            };
+            policy.counters.record(&verdict);
+            self.metrics.record_query(
+                Proto::Udp,
+                qtype,
+                Outcome::Blocked,
+                started.elapsed().as_secs_f64(),
+            );
+            return FastOutcome::Reply(n);
+        }
+        let mut flags = 0;
+        if parsed.edns_payload.is_some() {
+            flags |= KEY_EDNS;
+        }
+        if parsed.dnssec_ok {
+            flags |= KEY_DO;
+        }
+        let key = FillKey {
+            policy: policy.id.0,
+            generation: snapshot.generation,
+            flags,
+        };
+        let now = self.now_secs();
+        match self.cache.serve(key, query, &parsed, now, out) {
+            Some(n) => {
+                policy.counters.record(&verdict);
+                self.metrics.record_cache(true);
+                self.metrics.record_query(
+                    Proto::Udp,
+                    qtype,
+                    Outcome::Allowed,
+                    started.elapsed().as_secs_f64(),
+                );
+                FastOutcome::Reply(n)
+            }
+            None => FastOutcome::Slow(self.cache.enabled().then_some(key)),
+        }
+    }
+
+    /// Stores the hickory path's `answer` to a query the fast path handed over with `key`
+    /// when it is cacheable (NOERROR/NXDOMAIN, no TC, every record with a TTL > 0).
+    pub fn fill(&mut self, key: FillKey, answer: &[u8]) {
+        let now = self.now_secs();
+        self.cache.insert(key, answer, now);
+    }
+
+    /// Entries in the packet cache (tests and metrics).
+    pub fn cache_len(&self) -> usize {
+        self.cache.len
+    }
+
+    /// Writes the block answer; `None` when it does not fit the client's limit.
+    fn blocked(
+        &self,
+        query: &[u8],
+        parsed: &Parsed,
+        snapshot: &PolicySnapshot,
+        policy: &AccountPolicy,
+        verdict: Verdict,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let ttl = self.block_ttl;
+        let limit = parsed.limit().min(out.len());
+        let mut w = Writer {
+            buf: &mut out[..limit],
+            pos: 0,
+        };
+        let question = &query[HEADER..parsed.name_end + 4];
+        let v4;
+        let v6;
+        let (rcode, address): (u8, Option<&[u8]>) = match (policy.block_mode, parsed.qtype) {
+            (BlockMode::Nxdomain, _) => (3, None),
+            (BlockMode::Refused, _) => (5, None),
+            (BlockMode::NullIp, 1) => (0, Some(&[0u8; 4][..])),
+            (BlockMode::NullIp, 28) => (0, Some(&[0u8; 16][..])),
+            (BlockMode::CustomIp { v4: Some(ip), .. }, 1) => {
+                v4 = ip.octets();
+                (0, Some(&v4[..]))
+            }
+            (BlockMode::CustomIp { v6: Some(ip), .. }, 28) => {
+                v6 = ip.octets();
+                (0, Some(&v6[..]))
+            }
+            _ => (0, None),
+        };
+        let soa = rcode != 5 && address.is_none();
+        let edns = parsed.answer_payload();
+        // Header: the id, QR, the query's opcode and RD, RA; CD copied; the rcode.
+        w.put(&query[0..2])?;
+        w.put(&[0x80 | (query[2] & 0x79), 0x80 | (query[3] & 0x10) | rcode])?;
+        w.put(&[0, 1, 0, u8::from(address.is_some()), 0, u8::from(soa)])?;
+        w.put(&[0, u8::from(edns.is_some())])?;
+        w.put(question)?;
+        if let Some(addr) = address {
+            w.put(&[0xc0, 0x0c])?;
+            w.put(&parsed.qtype.to_be_bytes())?;
+            w.put(&CLASS_IN.to_be_bytes())?;
+            w.put(&ttl.to_be_bytes())?;
+            w.put(&u16::try_from(addr.len()).ok()?.to_be_bytes())?;
+            w.put(addr)?;
+        }
+        if soa {
+            w.put(&[0xc0, 0x0c])?;
+            w.put(&TYPE_SOA.to_be_bytes())?;
+            w.put(&CLASS_IN.to_be_bytes())?;
+            w.put(&ttl.to_be_bytes())?;
+            let rdlen = SOA_MNAME.len() + SOA_RNAME.len() + 20;
+            w.put(&u16::try_from(rdlen).ok()?.to_be_bytes())?;
+            w.put(SOA_MNAME)?;
+            w.put(SOA_RNAME)?;
+            for v in [1u32, 1800, 900, 604_800, ttl] {
+                w.put(&v.to_be_bytes())?;
+            }
+        }
+        if let Some(payload) = edns {
+            let text = ede_text(snapshot, verdict).as_bytes();
+            let option_len = u16::try_from(2 + text.len()).ok()?;
+            w.put(&[0])?;
+            w.put(&TYPE_OPT.to_be_bytes())?;
+            w.put(&payload.to_be_bytes())?;
+            w.put(&[0, 0, 0, 0])?;
+            w.put(&(option_len + 4).to_be_bytes())?;
+            w.put(&EDE_OPTION_CODE.to_be_bytes())?;
+            w.put(&option_len.to_be_bytes())?;
+            w.put(&EDE_BLOCKED.to_be_bytes())?;
+            w.put(text)?;
+        }
+        Some(w.pos)
+    }
+}
+
+/// The EDE extra text: the same as the hickory path's.
+fn ede_text(snapshot: &PolicySnapshot, verdict: Verdict) -> &str {
+    match verdict {
+        Verdict::Block { by } => match by.list {
+            ListRef::Category(c) => snapshot
+                .catalog
+                .categories()
+                .get(usize::from(c))
+                .map_or("category", |info| info.name.as_str()),
+            ListRef::OwnBlock => "own block list",
+            ListRef::OwnAllow => "",
+        },
+        Verdict::Allow | Verdict::Allowed { .. } => "",
+    }
+}
+
+/// A bounds-checked cursor over the output buffer.
+struct Writer<'b> {
+    buf: &'b mut [u8],
+    pos: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, bytes: &[u8]) -> Option<()> {
+        let end = self.pos + bytes.len();
+        self.buf.get_mut(self.pos..end)?.copy_from_slice(bytes);
+        self.pos = end;
+        Some(())
+    }
+}
+
+/// One cached answer: the wire bytes as the hickory path sent them, and where to patch them.
+#[derive(Debug)]
+struct Entry {
+    hash: u64,
+    key: FillKey,
+    qtype: u16,
+    /// Length of the question name (the name is the answer's bytes at 12..12+name_len).
+    name_len: usize,
+    inserted: u64,
+    expires: u64,
+    bytes: Box<[u8]>,
+    /// Offsets of TTL fields with their original values.
+    ttls: Box<[(u16, u32)]>,
+    /// Offsets of owner names spelled like the question (given the client's case on a hit).
+    names: Box<[u16]>,
+    /// Offset of the OPT's payload field.
+    opt_payload: Option<u16>,
+}
+
+/// A fixed-size, set-associative cache owned by one worker: no lock; lookups allocate nothing.
+#[derive(Debug)]
+struct PacketCache {
+    slots: Box<[Option<Box<Entry>>]>,
+    mask: usize,
+    len: usize,
+}
+
+/// FNV-1a over the lower-cased name, then the type (a hash, not a defence: the key is compared).
+fn key_hash(name: &[u8], qtype: u16, key: FillKey) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in name.iter().chain(&qtype.to_be_bytes()).chain(&[key.flags]) {
+        h ^= u64::from(b.to_ascii_lowercase());
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^ key.policy.rotate_left(17) ^ key.generation.rotate_left(41)
+}
+
+impl PacketCache {
+    fn new(entries: usize) -> Self {
+        if entries == 0 {
+            return Self {
+                slots: Box::new([]),
+                mask: 0,
+                len: 0,
+            };
+        }
+        let size = entries.next_power_of_two().max(WAYS);
+        let mut slots = Vec::with_capacity(size);
+        slots.resize_with(size, || None);
+        Self {
+            slots: slots.into_boxed_slice(),
+            mask: size - 1,
+            len: 0,
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        !self.slots.is_empty()
+    }
+
+    fn bucket(&self, hash: u64) -> std::ops::Range<usize> {
+        // The mask keeps the value below the slot count, which is a usize.
+        #[allow(clippy::cast_possible_truncation)]
+        let start = (hash as usize) & self.mask & !(WAYS - 1);
+        start..start + WAYS
+    }
+
+    fn matches(e: &Entry, hash: u64, key: FillKey, qtype: u16, name: &[u8]) -> bool {
+        e.hash == hash
+            && e.key == key
+            && e.qtype == qtype
+            && e.name_len == name.len()
+            && e.bytes[HEADER..HEADER + e.name_len].eq_ignore_ascii_case(name)
+    }
+
+    /// Writes the cached answer to `query` into `out`, patched; `None` on a miss, an expired
+    /// entry, or an answer larger than the client takes.
+    fn serve(
+        &self,
+        key: FillKey,
+        query: &[u8],
+        parsed: &Parsed,
+        now: u64,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        if !self.enabled() {
+            return None;
+        }
+        let name = &query[HEADER..parsed.name_end];
+        let hash = key_hash(name, parsed.qtype, key);
+        let entry = self.slots[self.bucket(hash)]
+            .iter()
+            .flatten()
+            .find(|e| Self::matches(e, hash, key, parsed.qtype, name))?;
+        if now >= entry.expires || entry.bytes.len() > parsed.limit().min(out.len()) {
+            return None;
+        }
+        let n = entry.bytes.len();
+        let out = &mut out[..n];
+        out.copy_from_slice(&entry.bytes);
+        out[0..2].copy_from_slice(&query[0..2]);
+        out[2] = (out[2] & !0x01) | (query[2] & 0x01);
+        out[3] = (out[3] & !0x10) | (query[3] & 0x10);
+        out[HEADER..parsed.name_end].copy_from_slice(name);
+        for &at in entry.names.iter() {
+            let at = usize::from(at);
+            out[at..at + name.len()].copy_from_slice(name);
+        }
+        let age = now - entry.inserted;
+        for &(at, ttl) in entry.ttls.iter() {
+            let at = usize::from(at);
+            let ttl = u32::try_from(u64::from(ttl).saturating_sub(age)).unwrap_or(0);
+            out[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
+        }
+        if let (Some(at), Some(payload)) = (entry.opt_payload, parsed.answer_payload()) {
+            let at = usize::from(at);
+            out[at..at + 2].copy_from_slice(&payload.to_be_bytes());
+        }
+        Some(n)
+    }
+
+    fn insert(&mut self, key: FillKey, answer: &[u8], now: u64) {
+        if !self.enabled() {
+            return;
+        }
+        let Some(mut entry) = scan_answer(answer) else {
+            return;
+        };
+        let name = &answer[HEADER..HEADER + entry.name_len];
+        entry.hash = key_hash(name, entry.qtype, key);
+        entry.key = key;
+        entry.inserted = now;
+        entry.expires += now;
+        let range = self.bucket(entry.hash);
+        let slots = &mut self.slots[range];
+        let victim = slots
+            .iter()
+            .position(|s| {
+                s.as_ref().is_none_or(|e| {
+                    e.expires <= now || Self::matches(e, entry.hash, key, entry.qtype, name)
+                })
+            })
+            .or_else(|| {
+                // Full bucket of live entries: evict the one expiring first.
+                (0..WAYS).min_by_key(|&i| slots[i].as_ref().map_or(0, |e| e.expires))
+            })
+            .unwrap_or(0);
+        if slots[victim].is_none() {
+            self.len += 1;
+        }
+        slots[victim] = Some(Box::new(entry));
+    }
+}
+
+/// Reads a hickory answer: cacheable only with one question, NOERROR/NXDOMAIN, no TC, a
+/// positive smallest TTL, and few enough patch points. `expires` holds that smallest TTL.
+fn scan_answer(answer: &[u8]) -> Option<Entry> {
+    if answer.len() < HEADER || answer.len() > usize::from(u16::MAX) {
+        return None;
+    }
+    let rcode = answer[3] & 0x0f;
+    let tc = answer[2] & 0x02 != 0;
+    let count = |i: usize| usize::from(u16::from_be_bytes([answer[4 + 2 * i], answer[5 + 2 * i]]));
+    if tc || !(rcode == 0 || rcode == 3) || count(0) != 1 {
+        return None;
+    }
+    let mut pos = HEADER;
+    loop {
+        let len = usize::from(*answer.get(pos)?);
+        if len == 0 {
+            pos += 1;
+            break;
+        }
+        if len > 63 {
+            return None;
+        }
+        pos += 1 + len;
+    }
+    let name_len = pos - HEADER;
+    let name = answer.get(HEADER..pos)?;
+    let qtype = u16::from_be_bytes([*answer.get(pos)?, *answer.get(pos + 1)?]);
+    pos += 4;
+    let mut ttls = Vec::new();
+    let mut names = Vec::new();
+    let mut opt_payload = None;
+    let mut min_ttl = u32::MAX;
+    for _ in 0..count(1) + count(2) + count(3) {
+        let owner = pos;
+        // Owner name: labels, ending at a root label or a compression pointer.
+        loop {
+            let len = *answer.get(pos)?;
+            if len & 0xc0 == 0xc0 {
+                pos += 2;
+                break;
+            }
+            if len == 0 {
+                pos += 1;
+                break;
+            }
+            if len > 63 {
+                return None;
+            }
+            pos += 1 + usize::from(len);
+        }
+        if pos - owner == name_len && answer.get(owner..pos)?.eq_ignore_ascii_case(name) {
+            names.push(u16::try_from(owner).ok()?);
+        }
+        let fixed = answer.get(pos..pos + 10)?;
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let ttl = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
+        let rdlen = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        if rtype == TYPE_OPT {
+            opt_payload = Some(u16::try_from(pos + 2).ok()?);
+        } else {
+            min_ttl = min_ttl.min(ttl);
+            ttls.push((u16::try_from(pos + 4).ok()?, ttl));
+        }
+        pos += 10 + rdlen;
+    }
+    if pos != answer.len()
+        || min_ttl == 0
+        || min_ttl == u32::MAX
+        || ttls.len() + names.len() > MAX_PATCHES
+    {
+        return None;
+    }
+    Some(Entry {
+        hash: 0,
+        key: FillKey {
+            policy: 0,
+            generation: 0,
+            flags: 0,
+        },
+        qtype,
+        name_len,
+        inserted: 0,
+        expires: u64::from(min_ttl),
+        bytes: answer.into(),
+        ttls: ttls.into_boxed_slice(),
+        names: names.into_boxed_slice(),
+        opt_payload,
+    })
+}
+
+/// The FORMERR hickory-server sends to a query whose header reads but whose body does not:
+/// the id, QR, the opcode, RD and CD copied, no sections.
+pub(crate) fn formerr(query: &[u8], out: &mut [u8; HEADER]) -> Option<()> {
+    let head = query.get(..HEADER)?;
+    out.fill(0);
+    out[0..2].copy_from_slice(&head[0..2]);
+    out[2] = 0x80 | (head[2] & 0x79);
+    out[3] = (head[3] & 0x10) | 1;
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(name: &[&str], qtype: u16, edns: Option<u16>) -> Vec<u8> {
+        let mut q = vec![
+            0x12,
+            0x34,
+            0x01,
+            0x00,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            u8::from(edns.is_some()),
+        ];
+        for l in name {
+            q.push(u8::try_from(l.len()).expect("label"));
+            q.extend_from_slice(l.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&1u16.to_be_bytes());
+        if let Some(p) = edns {
+            q.extend_from_slice(&[0, 0, 41]);
+            q.extend_from_slice(&p.to_be_bytes());
+            q.extend_from_slice(&[0, 0, 0x80, 0, 0, 0]);
+        }
+        q
+    }
+
+    #[test]
+    fn parse_reads_the_question_and_the_opt() {
+        let q = query(&["WWW", "example", "com"], 28, Some(4096));
+        let p = parse(&q).expect("parsed");
+        assert_eq!(p.qtype, 28);
+        assert_eq!(p.edns_payload, Some(4096));
+        assert!(p.dnssec_ok);
+        assert_eq!(p.limit(), 1232);
+        let labels: Vec<&[u8]> = p.labels_rev(&q).collect();
+        assert_eq!(labels, vec![&b"com"[..], b"example", b"WWW"]);
+    }
+
+    #[test]
+    fn parse_refuses_what_the_hickory_path_must_answer() {
+        let mut q = query(&["a", "test"], 1, None);
+        q[5] = 2; // two questions
+        assert!(parse(&q).is_none());
+        let mut q = query(&["a", "test"], 1, None);
+        q[2] |= 0x10; // opcode 2
+        assert!(parse(&q).is_none());
+        let mut q = query(&["a", "test"], 1, None);
+        q.push(0); // trailing byte
+        assert!(parse(&q).is_none());
+        let mut q = query(&["a", "test"], 1, Some(1232));
+        let v = q.len() - 5;
+        q[v] = 1; // EDNS version 1
+        assert!(parse(&q).is_none());
+        let mut q = query(&["a", "test"], 1, None);
+        q[12] = 0xc0; // compression pointer in the question
+        assert!(parse(&q).is_none());
+    }
+
+    #[test]
+    fn formerr_copies_id_opcode_rd_and_cd() {
+        let mut out = [0u8; HEADER];
+        formerr(&[0xab, 0xcd, 0x01, 0x10, 0, 0, 0, 0, 0, 0, 0, 0], &mut out).expect("header");
+        assert_eq!(out, [0xab, 0xcd, 0x81, 0x11, 0, 0, 0, 0, 0, 0, 0, 0]);
+    }
+}
