@@ -17,9 +17,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::transaction::TransactionalTree;
 use sled::Transactional;
 use time::Date;
 
@@ -29,8 +28,6 @@ use crate::store::{
     Id, LedgerEntry, LedgerKind, MailStatus, NewEmail, OutboxEmail, Service, ServiceStatus,
 };
 use crate::validate::Rejection;
-
-const VERSION: u8 = 1;
 
 /// Longest period a usage, payments, invoices or statistics query may span, in days.
 pub const MAX_PERIOD_DAYS: i64 = 366;
@@ -478,71 +475,9 @@ pub struct Attachment {
 
 // ------------------------------------------------------------------------------ encoding
 
-type TxResult<T> = Result<T, ConflictableTransactionError<ControlError>>;
+// The store's own record encoding and transaction helpers: both parts share one format.
+use crate::store::{abort, be, dec, enc, from_tx, id_of, pair, tx_enc, tx_get, TxResult};
 
-fn be(id: Id) -> [u8; 8] {
-    id.to_be_bytes()
-}
-
-fn pair(a: Id, b: Id) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&a.to_be_bytes());
-    k[8..].copy_from_slice(&b.to_be_bytes());
-    k
-}
-
-fn id_of(bytes: &[u8]) -> Option<Id> {
-    bytes
-        .get(..8)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map(u64::from_be_bytes)
-}
-
-fn enc<T: Serialize>(value: &T) -> Result<Vec<u8>, ControlError> {
-    let mut out = vec![VERSION];
-    serde_json::to_writer(&mut out, value).map_err(ControlError::Encode)?;
-    Ok(out)
-}
-
-fn dec<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, ControlError> {
-    match bytes.split_first() {
-        Some((&VERSION, rest)) => {
-            serde_json::from_slice(rest).map_err(|source| ControlError::Corrupt { tree, source })
-        }
-        Some((&version, _)) => Err(ControlError::UnknownVersion { tree, version }),
-        None => Err(ControlError::UnknownVersion { tree, version: 0 }),
-    }
-}
-
-fn tx_enc<T: Serialize>(value: &T) -> TxResult<Vec<u8>> {
-    enc(value).map_err(ConflictableTransactionError::Abort)
-}
-
-fn tx_get<T: DeserializeOwned>(
-    t: &TransactionalTree,
-    tree: &'static str,
-    key: &[u8],
-) -> TxResult<Option<T>> {
-    match t.get(key)? {
-        Some(v) => Ok(Some(
-            dec(tree, &v).map_err(ConflictableTransactionError::Abort)?,
-        )),
-        None => Ok(None),
-    }
-}
-
-fn abort<T>(e: ControlError) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(e))
-}
-
-fn from_tx<T>(r: Result<T, TransactionError<ControlError>>) -> Result<T, ControlError> {
-    r.map_err(|e| match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => ControlError::Storage(e),
-    })
-}
-
-/// Unique key of a payment reference within its namespace (a gateway or a source).
 fn ref_key(namespace: &str, reference: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(namespace.len() + 1 + reference.len());
     k.extend_from_slice(namespace.as_bytes());

@@ -354,33 +354,36 @@ pub struct Store {
     billing: crate::billing::Billing,
 }
 
-type TxResult<T> = Result<T, ConflictableTransactionError<ControlError>>;
+pub(crate) type TxResult<T> = Result<T, ConflictableTransactionError<ControlError>>;
 
-fn be(id: Id) -> [u8; 8] {
+pub(crate) fn be(id: Id) -> [u8; 8] {
     id.to_be_bytes()
 }
 
-fn pair(a: Id, b: Id) -> [u8; 16] {
+pub(crate) fn pair(a: Id, b: Id) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&a.to_be_bytes());
     k[8..].copy_from_slice(&b.to_be_bytes());
     k
 }
 
-fn id_of(bytes: &[u8]) -> Option<Id> {
+pub(crate) fn id_of(bytes: &[u8]) -> Option<Id> {
     bytes
         .get(..8)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
         .map(u64::from_be_bytes)
 }
 
-fn enc<T: Serialize>(value: &T) -> Result<Vec<u8>, ControlError> {
+pub(crate) fn enc<T: Serialize>(value: &T) -> Result<Vec<u8>, ControlError> {
     let mut out = vec![VERSION];
     serde_json::to_writer(&mut out, value).map_err(ControlError::Encode)?;
     Ok(out)
 }
 
-fn dec<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, ControlError> {
+pub(crate) fn dec<T: DeserializeOwned>(
+    tree: &'static str,
+    bytes: &[u8],
+) -> Result<T, ControlError> {
     match bytes.split_first() {
         Some((&VERSION, rest)) => {
             serde_json::from_slice(rest).map_err(|source| ControlError::Corrupt { tree, source })
@@ -390,11 +393,11 @@ fn dec<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, Contr
     }
 }
 
-fn abort<T>(e: ControlError) -> TxResult<T> {
+pub(crate) fn abort<T>(e: ControlError) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(e))
 }
 
-fn tx_enc<T: Serialize>(value: &T) -> TxResult<Vec<u8>> {
+pub(crate) fn tx_enc<T: Serialize>(value: &T) -> TxResult<Vec<u8>> {
     enc(value).map_err(ConflictableTransactionError::Abort)
 }
 
@@ -402,7 +405,7 @@ fn tx_dec<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> TxResult<T> 
     dec(tree, bytes).map_err(ConflictableTransactionError::Abort)
 }
 
-fn tx_get<T: DeserializeOwned>(
+pub(crate) fn tx_get<T: DeserializeOwned>(
     t: &TransactionalTree,
     tree: &'static str,
     key: &[u8],
@@ -413,7 +416,7 @@ fn tx_get<T: DeserializeOwned>(
     }
 }
 
-fn from_tx<T>(r: Result<T, TransactionError<ControlError>>) -> Result<T, ControlError> {
+pub(crate) fn from_tx<T>(r: Result<T, TransactionError<ControlError>>) -> Result<T, ControlError> {
     r.map_err(|e| match e {
         TransactionError::Abort(e) => e,
         TransactionError::Storage(e) => ControlError::Storage(e),
