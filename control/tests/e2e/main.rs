@@ -10,6 +10,7 @@
 mod abuse;
 mod billing;
 mod binary;
+mod cli;
 mod errors;
 mod flow;
 mod measure;
