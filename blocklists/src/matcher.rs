@@ -606,7 +606,9 @@ const SUB_BIT: u64 = 2;
 /// The empty set costs nothing to make (`DomainSet::default()`) and nothing to query.
 #[derive(Debug, Clone, Default)]
 pub struct DomainSet {
-    map: Option<fst::Map<Vec<u8>>>,
+    /// Shared: an account's sets are held by the control plane's book, the snapshot store and
+    /// the published policy at once, and a clone must not copy them.
+    map: Option<Arc<fst::Map<Vec<u8>>>>,
     patterns: Option<Arc<OwnPatterns>>,
 }
 
@@ -678,7 +680,7 @@ impl DomainSet {
         let map = if keys.is_empty() {
             None
         } else {
-            Some(fst::Map::from_iter(keys)?)
+            Some(Arc::new(fst::Map::from_iter(keys)?))
         };
         let patterns = if regexes.is_empty() {
             None
@@ -723,7 +725,7 @@ impl DomainSet {
 
     /// How many distinct listed names (not counting patterns).
     pub fn len(&self) -> usize {
-        self.map.as_ref().map_or(0, fst::Map::len)
+        self.map.as_ref().map_or(0, |m| m.len())
     }
 
     /// The wildcard/regex rules as written, indexed by [`RuleRef::Pattern`].

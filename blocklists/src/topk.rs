@@ -309,6 +309,39 @@ impl TopK {
         }
     }
 
+    /// A sketch in exactly the state that [`Self::iter`], [`Self::floor`] and [`Self::total`]
+    /// described (a sketch kept on disk between drains). Entries beyond `capacity`, duplicate
+    /// keys and entries whose error exceeds their count are dropped: a stored sketch is input,
+    /// and a damaged one must not break the guarantees of those that remain.
+    pub fn restore<'a, I>(capacity: usize, floor: u64, total: u64, entries: I) -> Self
+    where
+        I: IntoIterator<Item = (&'a [u8], u64, u64)>,
+    {
+        let mut sketch = Self::new(capacity);
+        sketch.floor = floor;
+        sketch.total = total;
+        for (key, count, error) in entries {
+            if sketch.used == sketch.slots.len() || error > count {
+                continue;
+            }
+            let key = key.get(..MAX_KEY_LEN).unwrap_or(key);
+            let hash = hash_key(sketch.seed, key);
+            if sketch.find(key, hash).is_some() {
+                continue;
+            }
+            let i = sketch.used;
+            sketch.fill(i, key, hash, count, error);
+            sketch.heap[i] = (count, idx(i));
+            sketch.heap_pos[i] = idx(i);
+            sketch.table_insert(i, hash);
+            sketch.used += 1;
+        }
+        for pos in (0..sketch.used / 2).rev() {
+            sketch.sift_down(pos);
+        }
+        sketch
+    }
+
     // ---- internals ----
 
     fn fill(&mut self, s: usize, key: &[u8], hash: u64, count: u64, error: u64) {

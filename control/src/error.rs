@@ -136,6 +136,9 @@ pub enum ControlError {
     /// The payment gateway could not be reached or answered nonsense.
     #[error("payment gateway failure")]
     Gateway(#[from] crate::payments::GatewayError),
+    /// The resolver refused a policy (overlapping networks: the store refuses them first).
+    #[error("policy not published: {0}")]
+    Policy(String),
     /// An invoice PDF could not be rendered (the embedded font could not be subset).
     #[error("cannot render the invoice pdf: {0}")]
     Pdf(String),

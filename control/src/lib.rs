@@ -32,16 +32,19 @@
 pub mod api;
 pub mod billing;
 mod error;
+pub mod filter;
 pub mod invoice_pdf;
 pub mod mail;
 pub mod metrics;
 pub mod money;
 pub mod payments;
+pub mod policy;
 pub mod secrets;
 mod server;
 pub mod stats_csv;
 pub mod store;
 pub mod topup;
+pub mod usage;
 pub mod validate;
 pub mod web;
 
@@ -96,6 +99,8 @@ pub struct AppOptions {
     /// A source address is locked after `auth.max_failed_logins × ip_failure_factor` failed
     /// logins (it may serve many people behind NAT). Default 4.
     pub ip_failure_factor: u32,
+    /// How often the resolver's per-account counters are drained into the store. Default 5 s.
+    pub usage_interval: Duration,
 }
 
 impl Default for AppOptions {
@@ -112,6 +117,7 @@ impl Default for AppOptions {
                 window: Duration::from_secs(600),
             },
             ip_failure_factor: 4,
+            usage_interval: Duration::from_secs(5),
         }
     }
 }
@@ -139,6 +145,8 @@ pub(crate) struct Inner {
     topups: topup::Topups,
     stats_notify: Arc<Notify>,
     billing_task: Mutex<Option<JoinHandle<()>>>,
+    policy: Arc<policy::PolicyBook>,
+    usage_task: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// The opened control plane. Cheap to clone (an `Arc`).
@@ -233,6 +241,18 @@ impl App {
         let mail_cancel = CancellationToken::new();
         let task = runtime.spawn(sender.run(mail_cancel.clone()));
         let topups = topup::Topups::new(config, http_client.clone());
+        let book = Arc::new(policy::PolicyBook::new(
+            qorgan_resolver::SnapshotStore::new(&config.default_policy),
+            config.default_policy.clone(),
+        ));
+        let published = book.load_all(&store)?;
+        tracing::info!(accounts = published, "account policies published");
+        let usage_task = runtime.spawn(usage::drain_loop(
+            store.clone(),
+            book.snapshots().clone(),
+            options.usage_interval,
+            mail_cancel.clone(),
+        ));
         let stats_notify = Arc::new(Notify::new());
         let billing_task = runtime.spawn(topup::run_jobs(
             store.clone(),
@@ -260,6 +280,8 @@ impl App {
                 topups,
                 stats_notify,
                 billing_task: Mutex::new(Some(billing_task)),
+                policy: book,
+                usage_task: Mutex::new(Some(usage_task)),
             }),
         })
     }
@@ -282,6 +304,16 @@ impl App {
     /// The HTTP routes (for in-process tests with `tower::ServiceExt::oneshot`).
     pub fn router(&self) -> axum::Router {
         api::router(self.clone())
+    }
+
+    /// The published account policies (and the resolver's snapshot store they feed).
+    pub fn policy(&self) -> &policy::PolicyBook {
+        &self.inner.policy
+    }
+
+    /// Republishes one account's policy after a change of its filter or networks.
+    pub(crate) fn publish_policy(&self, account: store::Id) -> Result<u64, ControlError> {
+        self.inner.policy.publish(&self.inner.store, account)
     }
 
     /// The billing part of the store.
@@ -326,6 +358,15 @@ impl App {
         if let Some(task) = billing_task {
             task.await.map_err(ControlError::Join)?;
         }
+        let usage_task = self
+            .inner
+            .usage_task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = usage_task {
+            task.await.map_err(ControlError::Join)?;
+        }
         self.inner.store.flush()
     }
 
@@ -361,6 +402,7 @@ impl App {
         for net in &networks {
             store.add_network(account.id, *net, now_secs())?;
         }
+        self.publish_policy(account.id)?;
         Ok(DemoAccount {
             account_number: account.account_number,
             contract_number: account.contract_number,

@@ -188,7 +188,8 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             .context("provisioning the demo contract")?;
         println!("{d}");
     }
-    let store = qorgan_resolver::SnapshotStore::new(&config.default_policy);
+    // The cabinet's accounts are already published into the resolver's snapshot store.
+    let store = app.policy().snapshots().clone();
     let mut tasks = tokio::task::JoinSet::new();
     {
         let (config, store, registry, shutdown) = (

@@ -352,6 +352,7 @@ pub struct Store {
     throttle: sled::Tree,
     scan_lock: Arc<Mutex<()>>,
     billing: crate::billing::Billing,
+    filters: crate::filter::Filters,
 }
 
 pub(crate) type TxResult<T> = Result<T, ConflictableTransactionError<ControlError>>;
@@ -472,6 +473,7 @@ impl Store {
             throttle: db.open_tree("throttle")?,
             scan_lock: Arc::new(Mutex::new(())),
             billing: crate::billing::Billing::open(&db)?,
+            filters: crate::filter::Filters::open(&db)?,
             db,
         })
     }
@@ -480,6 +482,11 @@ impl Store {
     /// same database and sharing the ledger, balances, services and outbox trees.
     pub fn billing(&self) -> &crate::billing::Billing {
         &self.billing
+    }
+
+    /// The DNS filter part of the store (settings, own lists, audit log, usage).
+    pub fn filters(&self) -> &crate::filter::Filters {
+        &self.filters
     }
 
     /// A fresh id (never 0).

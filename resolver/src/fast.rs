@@ -21,6 +21,7 @@ use qorgan_config::UnknownClients;
 use crate::answer::{EDE_BLOCKED, EDE_OPTION_CODE, MAX_UDP_PAYLOAD};
 use crate::metrics::{DnsMetrics, Outcome, Proto, QtypeClass};
 use crate::store::SnapshotStore;
+use crate::usage::BlockedSample;
 
 /// DNS header length.
 const HEADER: usize = 12;
@@ -286,6 +287,10 @@ impl FastPath {
                 return FastOutcome::Slow(None);
             };
             policy.counters.record(&verdict);
+            self.store.sample_blocked(BlockedSample::from_labels_rev(
+                policy.id,
+                parsed.labels_rev(query),
+            ));
             self.metrics.record_query(
                 Proto::Udp,
                 qtype,

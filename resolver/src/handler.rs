@@ -19,6 +19,7 @@ use crate::answer::{self, BlockAnswer};
 use crate::metrics::{DnsMetrics, Outcome, Proto, QtypeClass};
 use crate::store::SnapshotStore;
 use crate::upstream::Forwarder;
+use crate::usage::BlockedSample;
 
 /// TTL of the RFC 8482 answer to ANY (an hour: the answer never changes).
 const ANY_TTL: u32 = 3600;
@@ -137,6 +138,10 @@ impl DnsHandler {
         let verdict = snapshot.decide_labels_rev(&policy, RevLabels::of(query.name()).iter());
         if verdict.is_blocked() {
             policy.counters.record(&verdict);
+            self.store.sample_blocked(BlockedSample::from_labels_rev(
+                policy.id,
+                RevLabels::of(query.name()).iter(),
+            ));
             let info = self
                 .send_blocked(handle, request, &snapshot, &policy, verdict)
                 .await;
@@ -188,6 +193,10 @@ impl DnsHandler {
                 if cname_verdict.is_blocked() {
                     tracing::debug!(name = %query.name(), target = %target.0, "blocked through a CNAME");
                     policy.counters.record(&cname_verdict);
+                    self.store.sample_blocked(BlockedSample::from_labels_rev(
+                        policy.id,
+                        RevLabels::of(query.name()).iter(),
+                    ));
                     let info = self
                         .send_blocked(handle, request, &snapshot, &policy, cname_verdict)
                         .await;

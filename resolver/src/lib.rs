@@ -44,6 +44,7 @@ mod source;
 mod store;
 mod udp;
 mod upstream;
+pub mod usage;
 mod watch;
 
 pub use error::ResolverError;

@@ -8,9 +8,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use arc_swap::{ArcSwap, Guard};
+use crossbeam_queue::ArrayQueue;
 use ipnet::IpNet;
 use qorgan_blocklists::{
     AccountCounters, AccountId, AccountPolicy, BlockMode, Catalog, ClientMap, DomainSet,
@@ -18,6 +20,7 @@ use qorgan_blocklists::{
 };
 
 use crate::metrics::DnsMetrics;
+use crate::usage::{AccountUsage, BlockedSample, UsageReport, SAMPLE_QUEUE};
 use crate::ResolverError;
 
 /// The id the `[default_policy]` carries in its [`AccountPolicy`] (control-plane account ids
@@ -77,6 +80,20 @@ impl AccountSpec {
     }
 }
 
+impl From<qorgan_blocklists::AccountWire> for AccountSpec {
+    fn from(w: qorgan_blocklists::AccountWire) -> Self {
+        Self {
+            id: w.id,
+            enabled: w.enabled,
+            networks: w.networks,
+            categories: w.categories,
+            block_mode: w.block_mode,
+            own_block: w.own_block,
+            own_allow: w.own_allow,
+        }
+    }
+}
+
 /// Maps the config's block mode name and block page addresses to a [`BlockMode`].
 pub fn block_mode_from_config(
     mode: qorgan_config::BlockModeName,
@@ -119,6 +136,40 @@ struct Inner {
     /// Writers only; the query path never touches it. A std Mutex: nothing awaits while holding it.
     parts: Mutex<Parts>,
     metrics: OnceLock<Arc<DnsMetrics>>,
+    /// Blocked names waiting for the next [`SnapshotStore::take_usage`]; bounded, lock-free.
+    samples: ArrayQueue<BlockedSample>,
+    samples_dropped: AtomicU64,
+}
+
+/// An account's counter values at the previous drain.
+#[derive(Clone, Copy)]
+struct Drained {
+    queries: u64,
+    blocked: u64,
+    blocked_own: u64,
+    by_category: [u64; qorgan_blocklists::MAX_CATEGORIES],
+}
+
+impl Drained {
+    fn of(c: &AccountCounters) -> Self {
+        Self {
+            queries: c.queries.load(Ordering::Relaxed),
+            blocked: c.blocked.load(Ordering::Relaxed),
+            blocked_own: c.blocked_own.load(Ordering::Relaxed),
+            by_category: std::array::from_fn(|i| {
+                c.blocked_by_category
+                    .get(i)
+                    .map_or(0, |n| n.load(Ordering::Relaxed))
+            }),
+        }
+    }
+
+    const ZERO: Self = Self {
+        queries: 0,
+        blocked: 0,
+        blocked_own: 0,
+        by_category: [0; qorgan_blocklists::MAX_CATEGORIES],
+    };
 }
 
 struct Parts {
@@ -132,6 +183,8 @@ struct Parts {
     counters: HashMap<AccountId, Arc<AccountCounters>>,
     /// Category names published to the list-size gauge, to remove the ones that disappear.
     published_categories: Vec<String>,
+    /// Counter values at the previous [`SnapshotStore::take_usage`].
+    drained: HashMap<AccountId, Drained>,
 }
 
 impl SnapshotStore {
@@ -147,6 +200,7 @@ impl SnapshotStore {
             built: HashMap::new(),
             counters: HashMap::new(),
             published_categories: Vec::new(),
+            drained: HashMap::new(),
         };
         let first = match parts.build() {
             Ok(snapshot) => snapshot,
@@ -162,6 +216,8 @@ impl SnapshotStore {
                 current: ArcSwap::from_pointee(first),
                 parts: Mutex::new(parts),
                 metrics: OnceLock::new(),
+                samples: ArrayQueue::new(SAMPLE_QUEUE),
+                samples_dropped: AtomicU64::new(0),
             }),
         }
     }
@@ -180,6 +236,93 @@ impl SnapshotStore {
     /// The generation of the current snapshot (bumped by every publish).
     pub fn generation(&self) -> u64 {
         self.load().generation
+    }
+
+    /// The current lists catalog (its categories and sizes, for the cabinet).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.load().catalog.clone()
+    }
+
+    /// Queues a blocked query's name for the account's top blocked domains. Lock-free, no
+    /// allocation; a full queue drops the sample (counted in [`UsageReport::samples_dropped`]).
+    /// The default policy is nobody's: its samples are not kept.
+    #[inline]
+    pub fn sample_blocked(&self, sample: BlockedSample) {
+        if sample.account == DEFAULT_POLICY_ID {
+            return;
+        }
+        if self.inner.samples.push(sample).is_err() {
+            self.inner.samples_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// What every account did since the previous call: counter deltas and the blocked names
+    /// sampled, as of `now` (unix seconds). The default policy is not reported. Counts of an
+    /// account removed between two calls are lost with it.
+    pub fn take_usage(&self, now: i64) -> UsageReport {
+        let mut report = UsageReport {
+            at: now,
+            accounts: Default::default(),
+            samples_dropped: self.inner.samples_dropped.swap(0, Ordering::Relaxed),
+        };
+        {
+            let mut parts = self.parts();
+            let names: Vec<String> = parts
+                .catalog
+                .categories()
+                .iter()
+                .map(|c| c.name.clone())
+                .collect();
+            let counters: Vec<(AccountId, Arc<AccountCounters>)> = parts
+                .counters
+                .iter()
+                .filter(|(id, _)| **id != DEFAULT_POLICY_ID)
+                .map(|(id, c)| (*id, c.clone()))
+                .collect();
+            for (id, c) in counters {
+                let now_values = Drained::of(&c);
+                let before = parts
+                    .drained
+                    .insert(id, now_values)
+                    .unwrap_or(Drained::ZERO);
+                let mut u = AccountUsage {
+                    queries: now_values.queries.saturating_sub(before.queries),
+                    blocked: now_values.blocked.saturating_sub(before.blocked),
+                    blocked_own: now_values.blocked_own.saturating_sub(before.blocked_own),
+                    ..Default::default()
+                };
+                for (i, (now_n, before_n)) in now_values
+                    .by_category
+                    .iter()
+                    .zip(before.by_category.iter())
+                    .enumerate()
+                {
+                    let delta = now_n.saturating_sub(*before_n);
+                    if delta > 0 {
+                        let name = names.get(i).cloned().unwrap_or_else(|| format!("#{i}"));
+                        *u.by_category.entry(name).or_default() += delta;
+                    }
+                }
+                if !u.is_empty() {
+                    report.accounts.insert(id.0, u);
+                }
+            }
+            let Parts {
+                drained, counters, ..
+            } = &mut *parts;
+            drained.retain(|id, _| counters.contains_key(id));
+        }
+        while let Some(sample) = self.inner.samples.pop() {
+            let name = String::from_utf8_lossy(sample.name()).into_owned();
+            *report
+                .accounts
+                .entry(sample.account.0)
+                .or_default()
+                .blocked_names
+                .entry(name)
+                .or_default() += 1;
+        }
+        report
     }
 
     /// Swaps in a new lists catalog; every account's categories are resolved against it.
@@ -204,10 +347,10 @@ impl SnapshotStore {
         let old_built = std::mem::take(&mut parts.built);
         match self.publish(&mut parts) {
             Ok(()) => {
-                let live: Vec<AccountId> = parts.accounts.keys().copied().collect();
-                parts
-                    .counters
-                    .retain(|id, _| *id == DEFAULT_POLICY_ID || live.contains(id));
+                let Parts {
+                    accounts, counters, ..
+                } = &mut *parts;
+                counters.retain(|id, _| *id == DEFAULT_POLICY_ID || accounts.contains_key(id));
                 Ok(())
             }
             Err(e) => {

@@ -111,6 +111,23 @@ proptest! {
     }
 
     #[test]
+    fn restored_sketch_keeps_the_bounds_through_later_offers(
+        k in 1usize..16,
+        a in stream(),
+        b in stream(),
+    ) {
+        // The control plane keeps a day's sketch on disk between drains: store, restore, offer.
+        let t = sketch(k, &a);
+        let stored: Vec<(Vec<u8>, u64, u64)> = t.iter().map(|(key, c, e)| (key.to_vec(), c, e)).collect();
+        let mut r = TopK::restore(k, t.floor(), t.total(), stored.iter().map(|(key, c, e)| (key.as_slice(), *c, *e)));
+        prop_assert_eq!(r.top(usize::MAX), t.top(usize::MAX));
+        for &i in &b {
+            r.offer(&key(i));
+        }
+        check(&r, &exact(&[&a, &b]))?;
+    }
+
+    #[test]
     fn clear_then_reuse_is_a_fresh_sketch(k in 1usize..16, a in stream(), b in stream()) {
         let mut t = sketch(k, &a);
         t.clear();

@@ -42,14 +42,14 @@ fn bad(field: &str, r: Rejection) -> ApiError {
 
 /// Kazakhstan has kept one zone, UTC+5 (Asia/Almaty), since 2024; customers' "today" is that
 /// calendar day, not UTC's (between 19:00 and 24:00 UTC the two differ).
-const ALMATY_OFFSET_SECS: i64 = 5 * 3600;
+use crate::usage::ALMATY_OFFSET_SECS;
 
-fn today() -> Date {
+pub(crate) fn today() -> Date {
     billing::day_of(now_secs() + ALMATY_OFFSET_SECS)
 }
 
 /// A period from optional query dates: both given, or the last year up to today by default.
-fn query_period(
+pub(crate) fn query_period(
     from: Option<&str>,
     to: Option<&str>,
     not_after_today: bool,

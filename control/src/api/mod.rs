@@ -12,6 +12,7 @@
 
 pub mod account;
 pub mod billing;
+pub mod dnsfilter;
 mod error;
 pub mod extract;
 pub mod operator;
@@ -77,6 +78,22 @@ use crate::App;
         billing::post_payment,
         billing::post_usage,
         billing::operator_requests,
+        dnsfilter::get_filter,
+        dnsfilter::put_filter,
+        dnsfilter::get_blocklist,
+        dnsfilter::put_blocklist,
+        dnsfilter::get_allowlist,
+        dnsfilter::put_allowlist,
+        dnsfilter::categories,
+        dnsfilter::networks,
+        dnsfilter::stats,
+        dnsfilter::audit,
+        dnsfilter::operator_filter,
+        dnsfilter::operator_networks,
+        dnsfilter::node_snapshot,
+        dnsfilter::node_catalog,
+        dnsfilter::node_usage,
+        dnsfilter::nodes,
     ),
     components(schemas(ErrorBody, ErrorDetail, Health)),
     modifiers(&Security),
@@ -123,8 +140,35 @@ pub(crate) fn router(app: App) -> Router {
         )
         .route(
             "/operator/accounts/{account_number}/networks",
-            post(operator::add_network),
+            post(operator::add_network).get(dnsfilter::operator_networks),
         )
+        .route(
+            "/operator/accounts/{account_number}/dns-filter",
+            get(dnsfilter::operator_filter),
+        )
+        .route("/operator/nodes", get(dnsfilter::nodes))
+        .route("/operator/nodes/snapshot", get(dnsfilter::node_snapshot))
+        .route(
+            "/operator/nodes/catalog/{hash}",
+            get(dnsfilter::node_catalog),
+        )
+        .route("/operator/nodes/usage", post(dnsfilter::node_usage))
+        .route(
+            "/dns-filter",
+            get(dnsfilter::get_filter).put(dnsfilter::put_filter),
+        )
+        .route(
+            "/dns-filter/blocklist",
+            get(dnsfilter::get_blocklist).put(dnsfilter::put_blocklist),
+        )
+        .route(
+            "/dns-filter/allowlist",
+            get(dnsfilter::get_allowlist).put(dnsfilter::put_allowlist),
+        )
+        .route("/dns-filter/categories", get(dnsfilter::categories))
+        .route("/dns-filter/networks", get(dnsfilter::networks))
+        .route("/dns-filter/stats", get(dnsfilter::stats))
+        .route("/dns-filter/audit", get(dnsfilter::audit))
         .route(
             "/operator/accounts/{account_number}/services",
             post(operator::add_service),

@@ -144,7 +144,7 @@ pub(crate) fn account_view(app: &App, a: &Account) -> Result<AccountView, ApiErr
     })
 }
 
-fn find(app: &App, number: &str) -> Result<Account, ApiError> {
+pub(crate) fn find(app: &App, number: &str) -> Result<Account, ApiError> {
     app.store().account_by_number(number)?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -260,6 +260,9 @@ pub(crate) async fn add_network(
         .with_field("cidr")
     })?;
     let (network, fresh) = app.store().add_network(account.id, cidr, now_secs())?;
+    if fresh {
+        app.publish_policy(account.id)?;
+    }
     let status = if fresh {
         StatusCode::CREATED
     } else {

@@ -1,0 +1,1016 @@
+//! The DNS filter of the cabinet (seed §5.2.5 "DNS-фильтрация", CONTRACT §4 `/dns-filter*`):
+//! settings, own block and allow lists, networks, statistics and the audit log; the operator's
+//! view of an account's filter; and the node endpoints resolver nodes pull policy from.
+//!
+//! Every change is stored with its audit entry and then published to the resolver before the
+//! answer leaves: when the client sees `200`, the resolver already enforces the change.
+//! Sub-users see and edit the filter like the owner (seed: users act for the account).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http_body_util::{BodyExt, Limited};
+use qorgan_config::BlockModeName;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::billing::{query_period, today, PeriodQuery};
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Authed, Operator};
+use super::operator::NetworkView;
+use super::rfc3339;
+use crate::filter::{AuditEntry, FilterSettings, ListKind, StoredList};
+use crate::policy::{compile_list, LineError, ListProblem, MAX_OWN_RULES};
+use crate::store::{Account, User};
+use crate::usage::ALMATY_OFFSET_SECS;
+use crate::{now_secs, App};
+
+/// Audit entries shown at most.
+const AUDIT_MAX: usize = 200;
+/// Top blocked domains shown.
+const TOP_SHOWN: usize = 20;
+/// Rejected lines reported at most (the count is always exact).
+const REJECTED_SHOWN: usize = 1000;
+
+/// The filter settings as the API shows them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FilterView {
+    /// Filtering on or off.
+    pub enabled: bool,
+    /// Enabled categories.
+    pub categories: Vec<String>,
+    /// `nxdomain`, `null_ip`, `refused` or `custom_ip`.
+    #[schema(value_type = String)]
+    pub block_mode: BlockModeName,
+    /// Block page addresses (custom_ip).
+    pub custom_ip: Vec<String>,
+    /// Rules in the own block list.
+    pub blocklist_rules: u64,
+    /// Rules in the own allow list.
+    pub allowlist_rules: u64,
+    /// Last change (RFC 3339), `null` while the account has the defaults.
+    pub updated_at: Option<String>,
+}
+
+/// `PUT /dns-filter` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutFilter {
+    /// Filtering on or off.
+    pub enabled: bool,
+    /// Categories to enable (names from `GET /dns-filter/categories`).
+    pub categories: Vec<String>,
+    /// `nxdomain`, `null_ip`, `refused` or `custom_ip`.
+    #[schema(value_type = String)]
+    pub block_mode: BlockModeName,
+    /// Block page addresses: at most one IPv4 and one IPv6; required for `custom_ip`.
+    #[serde(default)]
+    pub custom_ip: Vec<String>,
+}
+
+/// One rejected line of an uploaded list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LineErrorView {
+    /// 1-based line number.
+    pub line: u32,
+    /// The line (cut at 200 characters).
+    pub text: String,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+impl From<&LineError> for LineErrorView {
+    fn from(e: &LineError) -> Self {
+        Self {
+            line: e.line,
+            text: e.text.clone(),
+            reason: e.reason.clone(),
+        }
+    }
+}
+
+/// The answer to a list upload.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListSaved {
+    /// Rules kept and now enforced.
+    pub rules: u64,
+    /// Lines rejected (at most 1,000 shown).
+    pub rejected: Vec<LineErrorView>,
+    /// How many lines were rejected in all.
+    pub rejected_count: usize,
+}
+
+/// `?strict=true` on a list upload: any rejected line rejects the whole upload.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrictQuery {
+    /// Reject the whole upload when a line is rejected.
+    #[serde(default)]
+    pub strict: bool,
+}
+
+/// A category of the lists catalog.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CategoryView {
+    /// Folder name (`ads`, `malware`, ...).
+    pub name: String,
+    /// Distinct domain names listed.
+    pub domains: u64,
+    /// Wildcard/regex rules.
+    pub patterns: u64,
+}
+
+/// `GET /dns-filter/categories` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CategoriesView {
+    /// Every category, in name order.
+    pub categories: Vec<CategoryView>,
+}
+
+/// `GET /dns-filter/networks` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NetworksView {
+    /// The networks mapped to the account.
+    pub networks: Vec<NetworkView>,
+}
+
+/// One day of statistics.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DayStats {
+    /// The day (Asia/Almaty).
+    pub date: String,
+    /// Queries.
+    pub queries: u64,
+    /// Blocked.
+    pub blocked: u64,
+}
+
+/// One hour of statistics.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HourStats {
+    /// The hour's start, RFC 3339 in +05:00.
+    pub hour: String,
+    /// Queries.
+    pub queries: u64,
+    /// Blocked.
+    pub blocked: u64,
+}
+
+/// Blocked queries of one category (`own_blocklist` for the account's own list).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CategoryStats {
+    /// Category name.
+    pub category: String,
+    /// Blocked queries.
+    pub blocked: u64,
+}
+
+/// A blocked domain and how often.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopDomain {
+    /// The name.
+    pub domain: String,
+    /// Blocked queries (an upper bound within the sketch's error; exact for the top names).
+    pub count: u64,
+}
+
+/// `GET /dns-filter/stats` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsView {
+    /// First day.
+    pub from: String,
+    /// Last day.
+    pub to: String,
+    /// Queries in the period.
+    pub queries: u64,
+    /// Blocked in the period.
+    pub blocked: u64,
+    /// Every day of the period, zeros included.
+    pub days: Vec<DayStats>,
+    /// Hours with queries.
+    pub hours: Vec<HourStats>,
+    /// Blocked per category.
+    pub by_category: Vec<CategoryStats>,
+    /// Most blocked domains.
+    pub top_blocked: Vec<TopDomain>,
+}
+
+/// One audit entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditView {
+    /// RFC 3339.
+    pub at: String,
+    /// The account number (owner) or the sub-user's email.
+    pub user: String,
+    /// `settings`, `blocklist` or `allowlist`.
+    pub action: String,
+    /// What changed.
+    pub summary: String,
+}
+
+/// `GET /dns-filter/audit` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditListView {
+    /// Newest first.
+    pub entries: Vec<AuditView>,
+}
+
+fn settings_of(app: &App, account: &Account) -> Result<FilterSettings, ApiError> {
+    Ok(app
+        .store()
+        .filters()
+        .settings(account.id)?
+        .unwrap_or_else(|| FilterSettings::defaults(&app.config().default_policy)))
+}
+
+fn filter_view(app: &App, account: &Account) -> Result<FilterView, ApiError> {
+    let s = settings_of(app, account)?;
+    let filters = app.store().filters();
+    Ok(FilterView {
+        enabled: s.enabled,
+        categories: s.categories,
+        block_mode: s.block_mode,
+        custom_ip: s.custom_ip.iter().map(ToString::to_string).collect(),
+        blocklist_rules: filters.list(account.id, ListKind::Blocklist)?.rules,
+        allowlist_rules: filters.list(account.id, ListKind::Allowlist)?.rules,
+        updated_at: s.updated_at.map(rfc3339),
+    })
+}
+
+fn user_label(account: &Account, user: &User) -> String {
+    if user.is_owner() {
+        account.account_number.clone()
+    } else {
+        user.email.clone()
+    }
+}
+
+fn audit_entry(
+    app: &App,
+    authed: &Authed,
+    action: ListOrSettings,
+    summary: String,
+) -> Result<AuditEntry, ApiError> {
+    Ok(AuditEntry {
+        id: app.store().filters().next_audit_id()?,
+        at: now_secs(),
+        user_id: authed.user.id,
+        user: user_label(&authed.account, &authed.user),
+        action: action.as_str().to_owned(),
+        summary,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum ListOrSettings {
+    Settings,
+    List(ListKind),
+}
+
+impl ListOrSettings {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Settings => "settings",
+            Self::List(k) => k.as_str(),
+        }
+    }
+}
+
+fn mode_name(m: BlockModeName) -> &'static str {
+    match m {
+        BlockModeName::Nxdomain => "nxdomain",
+        BlockModeName::NullIp => "null_ip",
+        BlockModeName::Refused => "refused",
+        BlockModeName::CustomIp => "custom_ip",
+    }
+}
+
+/// "фильтр выключен; категории: +adult −ads; режим: nxdomain → null_ip".
+fn settings_summary(old: &FilterSettings, new: &FilterSettings) -> String {
+    let mut parts = Vec::new();
+    if old.enabled != new.enabled {
+        parts.push(if new.enabled {
+            "фильтр включён".to_owned()
+        } else {
+            "фильтр выключен".to_owned()
+        });
+    }
+    let added: Vec<String> = new
+        .categories
+        .iter()
+        .filter(|c| !old.categories.contains(c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    let removed: Vec<String> = old
+        .categories
+        .iter()
+        .filter(|c| !new.categories.contains(c))
+        .map(|c| format!("−{c}"))
+        .collect();
+    if !added.is_empty() || !removed.is_empty() {
+        parts.push(format!(
+            "категории: {}",
+            [added, removed].concat().join(" ")
+        ));
+    }
+    if old.block_mode != new.block_mode {
+        parts.push(format!(
+            "режим: {} → {}",
+            mode_name(old.block_mode),
+            mode_name(new.block_mode)
+        ));
+    }
+    if old.custom_ip != new.custom_ip {
+        let ips: Vec<String> = new.custom_ip.iter().map(ToString::to_string).collect();
+        parts.push(format!("адрес страницы блокировки: {}", ips.join(", ")));
+    }
+    if parts.is_empty() {
+        "без изменений".to_owned()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// The account's DNS filter settings.
+#[utoipa::path(get, path = "/api/v1/dns-filter", tag = "customer", security(("session" = [])),
+    responses((status = 200, body = FilterView), (status = 401, body = ErrorBody)))]
+pub(crate) async fn get_filter(
+    State(app): State<App>,
+    authed: Authed,
+) -> Result<Json<FilterView>, ApiError> {
+    Ok(Json(filter_view(&app, &authed.account)?))
+}
+
+/// Changes the filter settings; enforced by the resolver when this answers.
+#[utoipa::path(put, path = "/api/v1/dns-filter", tag = "customer", security(("session" = [])),
+    request_body = PutFilter,
+    responses((status = 200, body = FilterView),
+        (status = 400, body = ErrorBody, description = "unknown_category, invalid_custom_ip, custom_ip_required"),
+        (status = 401, body = ErrorBody)))]
+pub(crate) async fn put_filter(
+    State(app): State<App>,
+    authed: Authed,
+    ApiJson(body): ApiJson<PutFilter>,
+) -> Result<Json<FilterView>, ApiError> {
+    let catalog = app.policy().snapshots().catalog();
+    let mut categories: Vec<String> = Vec::new();
+    for c in &body.categories {
+        let c = c.trim();
+        if catalog.category_index(c).is_none() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_category",
+                format!("категории «{c}» нет; список: GET /api/v1/dns-filter/categories"),
+            )
+            .with_field("categories"));
+        }
+        if !categories.iter().any(|k| k == c) {
+            categories.push(c.to_owned());
+        }
+    }
+    let mut custom_ip: Vec<IpAddr> = Vec::new();
+    for ip in &body.custom_ip {
+        let parsed: IpAddr = ip.trim().parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_custom_ip",
+                format!("«{ip}» не IPv4- или IPv6-адрес"),
+            )
+            .with_field("custom_ip")
+        })?;
+        if custom_ip.iter().any(|o| o.is_ipv4() == parsed.is_ipv4()) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_custom_ip",
+                "не больше одного IPv4- и одного IPv6-адреса",
+            )
+            .with_field("custom_ip"));
+        }
+        custom_ip.push(parsed);
+    }
+    if body.block_mode == BlockModeName::CustomIp && custom_ip.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "custom_ip_required",
+            "для режима custom_ip укажите адрес страницы блокировки",
+        )
+        .with_field("custom_ip"));
+    }
+    let old = settings_of(&app, &authed.account)?;
+    let new = FilterSettings {
+        enabled: body.enabled,
+        categories,
+        block_mode: body.block_mode,
+        custom_ip,
+        updated_at: Some(now_secs()),
+    };
+    let entry = audit_entry(
+        &app,
+        &authed,
+        ListOrSettings::Settings,
+        settings_summary(&old, &new),
+    )?;
+    app.store()
+        .filters()
+        .save_settings(authed.account.id, &new, entry)?;
+    app.publish_policy(authed.account.id)?;
+    Ok(Json(filter_view(&app, &authed.account)?))
+}
+
+fn list_response(stored: &StoredList) -> Response {
+    let mut resp = stored.text.clone().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// The own block list as text.
+#[utoipa::path(get, path = "/api/v1/dns-filter/blocklist", tag = "customer", security(("session" = [])),
+    responses((status = 200, body = String, content_type = "text/plain"), (status = 401, body = ErrorBody)))]
+pub(crate) async fn get_blocklist(
+    State(app): State<App>,
+    authed: Authed,
+) -> Result<Response, ApiError> {
+    let stored = app
+        .store()
+        .filters()
+        .list(authed.account.id, ListKind::Blocklist)?;
+    Ok(list_response(&stored))
+}
+
+/// The own allow list as text.
+#[utoipa::path(get, path = "/api/v1/dns-filter/allowlist", tag = "customer", security(("session" = [])),
+    responses((status = 200, body = String, content_type = "text/plain"), (status = 401, body = ErrorBody)))]
+pub(crate) async fn get_allowlist(
+    State(app): State<App>,
+    authed: Authed,
+) -> Result<Response, ApiError> {
+    let stored = app
+        .store()
+        .filters()
+        .list(authed.account.id, ListKind::Allowlist)?;
+    Ok(list_response(&stored))
+}
+
+/// Replaces the own block list (text, one rule a line, any supported list format).
+#[utoipa::path(put, path = "/api/v1/dns-filter/blocklist", tag = "customer", security(("session" = [])),
+    params(("strict" = Option<bool>, Query, description = "reject the whole upload when a line is rejected")),
+    request_body(content = String, content_type = "text/plain"),
+    responses((status = 200, body = ListSaved),
+        (status = 400, body = ErrorBody, description = "invalid_list (binary, not UTF-8), list_rejected (strict)"),
+        (status = 413, body = ErrorBody, description = "list_too_large"),
+        (status = 415, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn put_blocklist(
+    State(app): State<App>,
+    authed: Authed,
+    ApiQuery(q): ApiQuery<StrictQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ListSaved>, ApiError> {
+    put_list(app, authed, ListKind::Blocklist, q.strict, &headers, body).await
+}
+
+/// Replaces the own allow list (text, one rule a line, any supported list format).
+#[utoipa::path(put, path = "/api/v1/dns-filter/allowlist", tag = "customer", security(("session" = [])),
+    params(("strict" = Option<bool>, Query, description = "reject the whole upload when a line is rejected")),
+    request_body(content = String, content_type = "text/plain"),
+    responses((status = 200, body = ListSaved),
+        (status = 400, body = ErrorBody, description = "invalid_list (binary, not UTF-8), list_rejected (strict)"),
+        (status = 413, body = ErrorBody, description = "list_too_large"),
+        (status = 415, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn put_allowlist(
+    State(app): State<App>,
+    authed: Authed,
+    ApiQuery(q): ApiQuery<StrictQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ListSaved>, ApiError> {
+    put_list(app, authed, ListKind::Allowlist, q.strict, &headers, body).await
+}
+
+fn invalid_list(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_list", message)
+}
+
+async fn put_list(
+    app: App,
+    authed: Authed,
+    kind: ListKind,
+    strict: bool,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Json<ListSaved>, ApiError> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if essence.as_deref() != Some("text/plain") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "ожидается Content-Type: text/plain; charset=utf-8 (одно правило на строку)",
+        ));
+    }
+    let limit = app.config().http.max_list_bytes;
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "list_too_large",
+                format!("список больше {limit} байт"),
+            ));
+        }
+        Err(_) => return Err(invalid_list("тело запроса не прочитано")),
+    };
+    if bytes.contains(&0) {
+        return Err(invalid_list("это не текстовый список (двоичные данные)"));
+    }
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| invalid_list("список должен быть текстом в UTF-8"))?
+        .to_owned();
+    let compiled =
+        tokio::task::spawn_blocking(move || compile_list(kind, &text).map(|c| (c, text)))
+            .await
+            .map_err(|_| ApiError::internal())?;
+    let (compiled, text) = compiled.map_err(|p| match p {
+        ListProblem::TooManyRules(n) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "list_too_large",
+            format!("в списке {n} правил; допускается не больше {MAX_OWN_RULES}"),
+        ),
+        ListProblem::Compile(reason) => invalid_list(format!("список не собран: {reason}")),
+    })?;
+    if strict && !compiled.rejected.is_empty() {
+        let lines: Vec<String> = compiled
+            .rejected
+            .iter()
+            .take(20)
+            .map(|e| format!("строка {}: {}", e.line, e.reason))
+            .collect();
+        let first = compiled.rejected.first().map_or(0, |e| e.line);
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "list_rejected",
+            format!(
+                "{} строк отклонено, список не сохранён: {}",
+                compiled.rejected.len(),
+                lines.join("; ")
+            ),
+        )
+        .with_field(&format!("line {first}"))
+        .with_extra(
+            "rejected",
+            serde_json::to_value(
+                compiled
+                    .rejected
+                    .iter()
+                    .take(REJECTED_SHOWN)
+                    .map(LineErrorView::from)
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap_or_default(),
+        ));
+    }
+    let filters = app.store().filters();
+    let before = filters.list(authed.account.id, kind)?.rules;
+    let rules = u64::try_from(compiled.rules).unwrap_or(u64::MAX);
+    let stored = StoredList {
+        text,
+        rules,
+        updated_at: now_secs(),
+    };
+    let entry = audit_entry(
+        &app,
+        &authed,
+        ListOrSettings::List(kind),
+        format!("{rules} правил (было {before})"),
+    )?;
+    filters.save_list(authed.account.id, kind, &stored, entry)?;
+    app.publish_policy(authed.account.id)?;
+    Ok(Json(ListSaved {
+        rules,
+        rejected_count: compiled.rejected.len(),
+        rejected: compiled
+            .rejected
+            .iter()
+            .take(REJECTED_SHOWN)
+            .map(LineErrorView::from)
+            .collect(),
+    }))
+}
+
+/// The categories of the lists catalog with their sizes.
+#[utoipa::path(get, path = "/api/v1/dns-filter/categories", tag = "customer", security(("session" = [])),
+    responses((status = 200, body = CategoriesView), (status = 401, body = ErrorBody)))]
+pub(crate) async fn categories(
+    State(app): State<App>,
+    _authed: Authed,
+) -> Result<Json<CategoriesView>, ApiError> {
+    let catalog = app.policy().snapshots().catalog();
+    Ok(Json(CategoriesView {
+        categories: catalog
+            .categories()
+            .iter()
+            .map(|c| CategoryView {
+                name: c.name.clone(),
+                domains: c.domains,
+                patterns: c.patterns,
+            })
+            .collect(),
+    }))
+}
+
+/// The networks mapped to the account (the operator maps them).
+#[utoipa::path(get, path = "/api/v1/dns-filter/networks", tag = "customer", security(("session" = [])),
+    responses((status = 200, body = NetworksView), (status = 401, body = ErrorBody)))]
+pub(crate) async fn networks(
+    State(app): State<App>,
+    authed: Authed,
+) -> Result<Json<NetworksView>, ApiError> {
+    Ok(Json(NetworksView {
+        networks: app
+            .store()
+            .networks(authed.account.id)?
+            .iter()
+            .map(NetworkView::from)
+            .collect(),
+    }))
+}
+
+/// Days since the epoch of a date.
+fn epoch_day(d: time::Date) -> i64 {
+    i64::from(d.to_julian_day()) - 2_440_588
+}
+
+/// Query statistics for a period (default: the last 7 days, Asia/Almaty).
+#[utoipa::path(get, path = "/api/v1/dns-filter/stats", tag = "customer", security(("session" = [])),
+    params(("from" = Option<String>, Query, description = "first day, ISO; default 6 days before `to`"),
+        ("to" = Option<String>, Query, description = "last day, ISO; default today")),
+    responses((status = 200, body = StatsView), (status = 400, body = ErrorBody, description = "bad_period, bad_date"),
+        (status = 401, body = ErrorBody)))]
+pub(crate) async fn stats(
+    State(app): State<App>,
+    authed: Authed,
+    ApiQuery(q): ApiQuery<PeriodQuery>,
+) -> Result<Json<StatsView>, ApiError> {
+    let default_from = match &q.from {
+        Some(_) => None,
+        None => {
+            let to = match q.to.as_deref() {
+                Some(t) => {
+                    crate::billing::parse_date("to", t).map_err(|r| ApiError::field("to", r))?
+                }
+                None => today(),
+            };
+            Some(to.saturating_sub(time::Duration::days(6)).to_string())
+        }
+    };
+    let period = query_period(
+        q.from.as_deref().or(default_from.as_deref()),
+        q.to.as_deref(),
+        false,
+    )?;
+    let (first, last) = (epoch_day(period.from), epoch_day(period.to));
+    let start = first * 86_400 - ALMATY_OFFSET_SECS;
+    let end = (last + 1) * 86_400 - ALMATY_OFFSET_SECS;
+    let filters = app.store().filters();
+    let buckets = filters.usage(authed.account.id, start, end)?;
+    let mut days: BTreeMap<i64, (u64, u64)> = (first..=last).map(|d| (d, (0, 0))).collect();
+    let mut by_category: BTreeMap<String, u64> = BTreeMap::new();
+    let mut hours = Vec::new();
+    let offset =
+        time::UtcOffset::from_whole_seconds(i32::try_from(ALMATY_OFFSET_SECS).unwrap_or_default())
+            .unwrap_or(time::UtcOffset::UTC);
+    for (hour, b) in &buckets {
+        let day = (hour + ALMATY_OFFSET_SECS).div_euclid(86_400);
+        let e = days.entry(day).or_default();
+        e.0 += b.queries;
+        e.1 += b.blocked;
+        for (c, n) in &b.by_category {
+            *by_category.entry(c.clone()).or_default() += n;
+        }
+        if b.blocked_own > 0 {
+            *by_category.entry("own_blocklist".to_owned()).or_default() += b.blocked_own;
+        }
+        let at = time::OffsetDateTime::from_unix_timestamp(*hour)
+            .map(|t| t.to_offset(offset))
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default();
+        hours.push(HourStats {
+            hour: at,
+            queries: b.queries,
+            blocked: b.blocked,
+        });
+    }
+    let date_of = |d: i64| {
+        time::Date::from_julian_day(i32::try_from(d + 2_440_588).unwrap_or_default())
+            .map(|d| d.to_string())
+            .unwrap_or_default()
+    };
+    let mut by_category: Vec<CategoryStats> = by_category
+        .into_iter()
+        .map(|(category, blocked)| CategoryStats { category, blocked })
+        .collect();
+    by_category.sort_by(|a, b| b.blocked.cmp(&a.blocked).then(a.category.cmp(&b.category)));
+    Ok(Json(StatsView {
+        from: period.from.to_string(),
+        to: period.to.to_string(),
+        queries: days.values().map(|d| d.0).sum(),
+        blocked: days.values().map(|d| d.1).sum(),
+        days: days
+            .iter()
+            .map(|(d, (queries, blocked))| DayStats {
+                date: date_of(*d),
+                queries: *queries,
+                blocked: *blocked,
+            })
+            .collect(),
+        hours,
+        by_category,
+        top_blocked: filters
+            .top_blocked(authed.account.id, first, last, TOP_SHOWN)?
+            .into_iter()
+            .map(|(domain, count)| TopDomain { domain, count })
+            .collect(),
+    }))
+}
+
+/// Who changed the filter, when, and what (newest first).
+#[utoipa::path(get, path = "/api/v1/dns-filter/audit", tag = "customer", security(("session" = [])),
+    responses((status = 200, body = AuditListView), (status = 401, body = ErrorBody)))]
+pub(crate) async fn audit(
+    State(app): State<App>,
+    authed: Authed,
+) -> Result<Json<AuditListView>, ApiError> {
+    Ok(Json(AuditListView {
+        entries: app
+            .store()
+            .filters()
+            .audit(authed.account.id, AUDIT_MAX)?
+            .into_iter()
+            .map(|e| AuditView {
+                at: rfc3339(e.at),
+                user: e.user,
+                action: e.action,
+                summary: e.summary,
+            })
+            .collect(),
+    }))
+}
+
+// ---------------------------------------------------------------------------- operator
+
+/// An account's filter, as the operator sees it.
+#[utoipa::path(get, path = "/api/v1/operator/accounts/{account_number}/dns-filter", tag = "operator",
+    security(("operator" = [])),
+    params(("account_number" = String, Path, description = "лицевой счёт")),
+    responses((status = 200, body = FilterView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn operator_filter(
+    State(app): State<App>,
+    _op: Operator,
+    ApiPath(number): ApiPath<String>,
+) -> Result<Json<FilterView>, ApiError> {
+    let account = super::operator::find(&app, &number)?;
+    Ok(Json(filter_view(&app, &account)?))
+}
+
+/// The networks mapped to an account.
+#[utoipa::path(get, path = "/api/v1/operator/accounts/{account_number}/networks", tag = "operator",
+    security(("operator" = [])),
+    params(("account_number" = String, Path, description = "лицевой счёт")),
+    responses((status = 200, body = NetworksView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn operator_networks(
+    State(app): State<App>,
+    _op: Operator,
+    ApiPath(number): ApiPath<String>,
+) -> Result<Json<NetworksView>, ApiError> {
+    let account = super::operator::find(&app, &number)?;
+    Ok(Json(NetworksView {
+        networks: app
+            .store()
+            .networks(account.id)?
+            .iter()
+            .map(NetworkView::from)
+            .collect(),
+    }))
+}
+
+/// `GET /operator/nodes/snapshot` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotQuery {
+    /// The generation the node holds; the answer is 304 while nothing newer exists.
+    #[serde(default)]
+    pub after: u64,
+    /// Seconds to wait for a newer generation before answering 304 (long polling; at most 60).
+    #[serde(default)]
+    pub wait: u64,
+}
+
+/// The header naming a node (`[a-zA-Z0-9._-]`, at most 64 characters).
+pub const NODE_HEADER: &str = "x-qorgan-node";
+/// The header carrying the control plane's current generation.
+pub const GENERATION_HEADER: &str = "x-qorgan-generation";
+
+fn node_name(headers: &HeaderMap) -> Result<String, ApiError> {
+    let name = headers
+        .get(NODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_node",
+            "заголовок X-Qorgan-Node: имя узла из a-z, 0-9, ., _, - (до 64 символов)",
+        )
+        .with_field(NODE_HEADER))
+    }
+}
+
+fn with_generation(mut resp: Response, generation: u64) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&generation.to_string()) {
+        resp.headers_mut().insert(GENERATION_HEADER, v);
+    }
+    resp
+}
+
+/// The policy snapshot for resolver nodes (wire format of `qorgan_blocklists::wire`): 304
+/// while the node's `after` generation is current, after waiting up to `wait` seconds.
+#[utoipa::path(get, path = "/api/v1/operator/nodes/snapshot", tag = "operator",
+    security(("operator" = [])),
+    params(("after" = Option<u64>, Query, description = "generation the node holds"),
+        ("wait" = Option<u64>, Query, description = "seconds to wait for a change (≤ 60)"),
+        ("X-Qorgan-Node" = String, Header, description = "the node's name")),
+    responses((status = 200, description = "the snapshot", content_type = "application/octet-stream"),
+        (status = 304, description = "unchanged"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn node_snapshot(
+    State(app): State<App>,
+    _op: Operator,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<SnapshotQuery>,
+) -> Result<Response, ApiError> {
+    let node = node_name(&headers)?;
+    let book = app.policy();
+    book.node_seen(&node, q.after);
+    let wait = Duration::from_secs(q.wait.min(60));
+    let generation = if q.after >= book.generation() && !wait.is_zero() {
+        book.changed_after(q.after, wait).await
+    } else {
+        book.generation()
+    };
+    if generation <= q.after {
+        return Ok(with_generation(
+            StatusCode::NOT_MODIFIED.into_response(),
+            generation,
+        ));
+    }
+    let (generation, bytes) = tokio::task::spawn_blocking({
+        let app = app.clone();
+        move || app.policy().encoded()
+    })
+    .await
+    .map_err(|_| ApiError::internal())?;
+    let mut resp = Body::from(bytes.as_ref().clone()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(with_generation(resp, generation))
+}
+
+/// The lists catalog the snapshot names (`.qcat` bytes), fetched by a node that lacks it.
+#[utoipa::path(get, path = "/api/v1/operator/nodes/catalog/{hash}", tag = "operator",
+    security(("operator" = [])),
+    params(("hash" = String, Path, description = "the catalog hash of the snapshot")),
+    responses((status = 200, description = "the catalog", content_type = "application/octet-stream"),
+        (status = 404, body = ErrorBody, description = "no longer the current catalog"), (status = 401, body = ErrorBody)))]
+pub(crate) async fn node_catalog(
+    State(app): State<App>,
+    _op: Operator,
+    ApiPath(hash): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let catalog = app.policy().snapshots().catalog();
+    if catalog.hash() != hash || hash.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "catalog_not_found",
+            "this catalog is not the current one; fetch the snapshot again",
+        ));
+    }
+    let bytes = tokio::task::spawn_blocking(move || catalog.to_bytes())
+        .await
+        .map_err(|_| ApiError::internal())?;
+    let mut resp = Body::from(bytes).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(resp)
+}
+
+/// `POST /operator/nodes/usage` body: a node's usage report with its sequence number.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeUsage {
+    /// Increases with every report of the node (a retry repeats it).
+    pub seq: u64,
+    /// The report.
+    #[schema(value_type = Object)]
+    pub report: qorgan_resolver::usage::UsageReport,
+}
+
+/// `POST /operator/nodes/usage` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageAck {
+    /// False when this `seq` was applied before (a retry): nothing was counted twice.
+    pub applied: bool,
+}
+
+/// A node's per-account counters; applied once per `(node, seq)`, durable when this answers.
+#[utoipa::path(post, path = "/api/v1/operator/nodes/usage", tag = "operator",
+    security(("operator" = [])), request_body = NodeUsage,
+    params(("X-Qorgan-Node" = String, Header, description = "the node's name")),
+    responses((status = 200, body = UsageAck), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn node_usage(
+    State(app): State<App>,
+    _op: Operator,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<NodeUsage>,
+) -> Result<Json<UsageAck>, ApiError> {
+    let node = node_name(&headers)?;
+    let store = app.store().clone();
+    let applied = tokio::task::spawn_blocking(move || {
+        crate::usage::apply(&store, &body.report, Some((&node, body.seq)))
+    })
+    .await
+    .map_err(|_| ApiError::internal())??;
+    Ok(Json(UsageAck { applied }))
+}
+
+/// A resolver node as last seen.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeView {
+    /// Its name.
+    pub name: String,
+    /// The generation it holds.
+    pub generation: u64,
+    /// Generations behind the control plane.
+    pub lag: u64,
+    /// When it last polled (RFC 3339).
+    pub last_seen: String,
+}
+
+/// `GET /operator/nodes` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodesView {
+    /// The control plane's generation.
+    pub generation: u64,
+    /// Nodes that polled since this process started.
+    pub nodes: Vec<NodeView>,
+}
+
+/// Resolver nodes and how far behind they are.
+#[utoipa::path(get, path = "/api/v1/operator/nodes", tag = "operator",
+    security(("operator" = [])),
+    responses((status = 200, body = NodesView), (status = 401, body = ErrorBody)))]
+pub(crate) async fn nodes(State(app): State<App>, _op: Operator) -> Json<NodesView> {
+    let book = app.policy();
+    let generation = book.generation();
+    Json(NodesView {
+        generation,
+        nodes: book
+            .nodes()
+            .into_iter()
+            .map(|(name, held, seen)| NodeView {
+                name,
+                generation: held,
+                lag: generation.saturating_sub(held),
+                last_seen: rfc3339(seen),
+            })
+            .collect(),
+    })
+}

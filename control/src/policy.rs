@@ -1,0 +1,360 @@
+//! From the cabinet's records to the resolver's policy: each account's filter settings, own
+//! lists and networks become one [`AccountWire`], published into the in-process resolver's
+//! [`SnapshotStore`] (only the changed account is rebuilt; the shared category automaton is
+//! never touched by a customer's edit) and served to resolver nodes as a versioned snapshot.
+//!
+//! The [`PolicyBook`] keeps every account that has networks, the current generation (from the
+//! store: it only grows, across restarts too) and the last encoded snapshot, so that nodes
+//! polling an unchanged generation cost nothing. Nodes wait for a change with
+//! [`PolicyBook::changed_after`] (long polling) and so see an edit within one round trip.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use qorgan_blocklists::parse::{parse_text, FormatHint};
+use qorgan_blocklists::{
+    build_own_sets, AccountId, AccountWire, Action, DomainSet, PatternRule, Rule, SnapshotWire,
+};
+use qorgan_resolver::{block_mode_from_config, AccountSpec, SnapshotStore};
+use tokio::sync::watch;
+
+use crate::error::ControlError;
+use crate::filter::{FilterSettings, ListKind};
+use crate::store::{Id, Store};
+
+/// Most rules (domain and pattern) one own list may hold.
+pub const MAX_OWN_RULES: usize = 100_000;
+
+/// One rejected line of an uploaded list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    /// 1-based line number.
+    pub line: u32,
+    /// The line as given (cut at 200 characters).
+    pub text: String,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+/// An own list compiled from text.
+#[derive(Debug, Clone)]
+pub struct CompiledList {
+    /// The compiled set.
+    pub set: DomainSet,
+    /// Rules kept (domain and pattern rules, duplicates counted once per line).
+    pub rules: usize,
+    /// Lines rejected, in order.
+    pub rejected: Vec<LineError>,
+}
+
+/// Why an uploaded list cannot be used at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListProblem {
+    /// More than [`MAX_OWN_RULES`] rules.
+    TooManyRules(usize),
+    /// The rules could not be compiled (e.g. a pattern set over the automaton bound).
+    Compile(String),
+}
+
+/// Parses and compiles an own list. In a block list an `@@` exception has no meaning (there is
+/// nothing of the list's own for it to cancel): it is rejected with a hint to put it in the
+/// allow list. In the allow list every rule allows, whatever its syntax.
+pub fn compile_list(kind: ListKind, text: &str) -> Result<CompiledList, ListProblem> {
+    let parsed = parse_text(text, kind.as_str(), FormatHint::Auto);
+    let lines: Vec<&str> = text.lines().collect();
+    let line_text = |line: u32| -> String {
+        let l = lines
+            .get(usize::try_from(line).unwrap_or(0).saturating_sub(1))
+            .copied()
+            .unwrap_or("");
+        l.trim().chars().take(200).collect()
+    };
+    let mut rejected: Vec<LineError> = parsed
+        .rejected
+        .iter()
+        .map(|r| LineError {
+            line: r.line,
+            text: line_text(r.line),
+            reason: r.reason.to_string(),
+        })
+        .collect();
+    let (mut rules, mut patterns): (Vec<Rule>, Vec<PatternRule>) = (Vec::new(), Vec::new());
+    for r in parsed.rules {
+        if kind == ListKind::Blocklist && r.action == Action::Allow {
+            rejected.push(LineError {
+                line: r.line,
+                text: line_text(r.line),
+                reason: "an @@ exception in the block list: put it in the allow list".to_owned(),
+            });
+        } else {
+            rules.push(r);
+        }
+    }
+    for p in parsed.patterns {
+        if kind == ListKind::Blocklist && p.action == Action::Allow {
+            rejected.push(LineError {
+                line: p.line,
+                text: line_text(p.line),
+                reason: "an @@ exception in the block list: put it in the allow list".to_owned(),
+            });
+        } else {
+            patterns.push(p);
+        }
+    }
+    rejected.sort_by_key(|e| e.line);
+    let count = rules.len() + patterns.len();
+    if count > MAX_OWN_RULES {
+        return Err(ListProblem::TooManyRules(count));
+    }
+    let (set, _) = build_own_sets((&rules, &patterns), (&[], &[]))
+        .map_err(|e| ListProblem::Compile(e.to_string()))?;
+    Ok(CompiledList {
+        set,
+        rules: count,
+        rejected,
+    })
+}
+
+/// The policy of every account with networks, as published.
+pub struct PolicyBook {
+    snapshots: SnapshotStore,
+    default_policy: qorgan_config::DefaultPolicyConfig,
+    inner: Mutex<BookInner>,
+    generation: watch::Sender<u64>,
+    /// Resolver nodes: name → (generation held, unix seconds last seen).
+    nodes: Mutex<BTreeMap<String, (u64, i64)>>,
+}
+
+struct BookInner {
+    accounts: BTreeMap<Id, AccountWire>,
+    /// The last encoded snapshot and its generation.
+    encoded: Option<(u64, Arc<Vec<u8>>)>,
+}
+
+impl std::fmt::Debug for PolicyBook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyBook")
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyBook {
+    /// An empty book publishing into `snapshots`.
+    pub fn new(
+        snapshots: SnapshotStore,
+        default_policy: qorgan_config::DefaultPolicyConfig,
+    ) -> Self {
+        Self {
+            snapshots,
+            default_policy,
+            inner: Mutex::new(BookInner {
+                accounts: BTreeMap::new(),
+                encoded: None,
+            }),
+            generation: watch::channel(0).0,
+            nodes: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Notes that node `name` polled holding generation `held`. At most 10,000 nodes are
+    /// remembered (names come from the operator's nodes, but are still input).
+    pub fn node_seen(&self, name: &str, held: u64) {
+        let mut nodes = self
+            .nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if nodes.len() >= 10_000 && !nodes.contains_key(name) {
+            return;
+        }
+        nodes.insert(name.to_owned(), (held, crate::now_secs()));
+    }
+
+    /// Every node seen: `(name, generation held, last seen)`.
+    pub fn nodes(&self) -> Vec<(String, u64, i64)> {
+        self.nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(n, (g, t))| (n.clone(), *g, *t))
+            .collect()
+    }
+
+    /// The resolver's snapshot store this book publishes into.
+    pub fn snapshots(&self) -> &SnapshotStore {
+        &self.snapshots
+    }
+
+    /// The current generation.
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, BookInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Builds every account with networks from the store and publishes them all (at start).
+    /// Returns how many accounts were published.
+    pub fn load_all(&self, store: &Store) -> Result<usize, ControlError> {
+        let mut by_account: HashMap<Id, Vec<IpNet>> = HashMap::new();
+        for n in store.all_networks()? {
+            by_account.entry(n.account_id).or_default().push(n.cidr);
+        }
+        let mut accounts = BTreeMap::new();
+        for (id, networks) in by_account {
+            accounts.insert(id, self.build(store, id, networks)?);
+        }
+        let specs: Vec<AccountSpec> = accounts.values().cloned().map(AccountSpec::from).collect();
+        let count = specs.len();
+        self.snapshots
+            .set_accounts(specs)
+            .map_err(|e| ControlError::Policy(e.to_string()))?;
+        let generation = store.filters().bump_generation()?;
+        let mut inner = self.inner();
+        inner.accounts = accounts;
+        inner.encoded = None;
+        drop(inner);
+        self.generation.send_replace(generation);
+        Ok(count)
+    }
+
+    /// Rebuilds one account from the store and publishes it (after an edit of its settings,
+    /// lists or networks). An account without networks is removed from the resolver.
+    pub fn publish(&self, store: &Store, id: Id) -> Result<u64, ControlError> {
+        let networks: Vec<IpNet> = store.networks(id)?.into_iter().map(|n| n.cidr).collect();
+        let mut inner = self.inner();
+        if networks.is_empty() {
+            inner.accounts.remove(&id);
+            self.snapshots.remove_account(AccountId(id));
+        } else {
+            let wire = self.build(store, id, networks)?;
+            self.snapshots
+                .upsert_account(AccountSpec::from(wire.clone()))
+                .map_err(|e| ControlError::Policy(e.to_string()))?;
+            inner.accounts.insert(id, wire);
+        }
+        inner.encoded = None;
+        let generation = store.filters().bump_generation()?;
+        drop(inner);
+        self.generation.send_replace(generation);
+        Ok(generation)
+    }
+
+    /// One account's policy from its records.
+    fn build(
+        &self,
+        store: &Store,
+        id: Id,
+        networks: Vec<IpNet>,
+    ) -> Result<AccountWire, ControlError> {
+        let filters = store.filters();
+        let settings = filters
+            .settings(id)?
+            .unwrap_or_else(|| FilterSettings::defaults(&self.default_policy));
+        let own = |kind| -> Result<DomainSet, ControlError> {
+            let stored = filters.list(id, kind)?;
+            if stored.text.is_empty() {
+                return Ok(DomainSet::default());
+            }
+            // Stored lists were accepted once; one that no longer compiles (a newer parser
+            // got stricter) is logged and left out rather than blocking the whole account.
+            Ok(compile_list(kind, &stored.text).map_or_else(
+                |e| {
+                    tracing::error!(account = id, list = kind.as_str(), problem = ?e, "stored own list no longer compiles");
+                    DomainSet::default()
+                },
+                |c| c.set,
+            ))
+        };
+        Ok(AccountWire {
+            id: AccountId(id),
+            enabled: settings.enabled,
+            networks,
+            categories: settings.categories.clone(),
+            block_mode: block_mode_from_config(settings.block_mode, &settings.custom_ip),
+            own_block: own(ListKind::Blocklist)?,
+            own_allow: own(ListKind::Allowlist)?,
+        })
+    }
+
+    /// The current snapshot in the wire format, and its generation (encoded once per
+    /// generation).
+    pub fn encoded(&self) -> (u64, Arc<Vec<u8>>) {
+        let generation = self.generation();
+        let mut inner = self.inner();
+        if let Some((g, bytes)) = &inner.encoded {
+            if *g == generation {
+                return (*g, bytes.clone());
+            }
+        }
+        let snapshot = SnapshotWire {
+            generation,
+            catalog_hash: self.snapshots.catalog().hash().to_owned(),
+            accounts: inner.accounts.values().cloned().collect(),
+        };
+        let bytes = Arc::new(qorgan_blocklists::wire::encode(&snapshot));
+        inner.encoded = Some((generation, bytes.clone()));
+        (generation, bytes)
+    }
+
+    /// Waits up to `wait` for a generation above `after`; returns the generation then current.
+    pub async fn changed_after(&self, after: u64, wait: Duration) -> u64 {
+        let mut rx = self.generation.subscribe();
+        let _ = tokio::time::timeout(wait, rx.wait_for(|g| *g > after)).await;
+        let current = *rx.borrow();
+        current
+    }
+
+    /// The account's policy as last published (`None` without networks).
+    pub fn account(&self, id: Id) -> Option<AccountWire> {
+        self.inner().accounts.get(&id).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocklist_keeps_valid_rules_and_reports_bad_lines_by_number() {
+        let c = compile_list(
+            ListKind::Blocklist,
+            "ads.example\n||tracker.example^\nnot a domain!\n@@||ok.example^\n",
+        )
+        .expect("compiles");
+        assert_eq!(c.rules, 2);
+        assert!(c.set.covers_dotted(b"x.tracker.example"));
+        let lines: Vec<u32> = c.rejected.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![3, 4]);
+        assert!(
+            c.rejected[1].reason.contains("allow list"),
+            "{:?}",
+            c.rejected[1]
+        );
+        assert_eq!(c.rejected[0].text, "not a domain!");
+    }
+
+    #[test]
+    fn allowlist_takes_exceptions_and_plain_rules_alike() {
+        let c = compile_list(ListKind::Allowlist, "@@||good.example^\nalso.example\n").expect("ok");
+        assert_eq!((c.rules, c.rejected.len()), (2, 0));
+        assert!(c.set.covers_dotted(b"a.good.example"));
+        assert!(c.set.covers_dotted(b"also.example"));
+    }
+
+    #[test]
+    fn list_over_the_rule_limit_is_refused_whole() {
+        let text: String = (0..=MAX_OWN_RULES)
+            .map(|i| format!("n{i}.example\n"))
+            .collect();
+        assert!(matches!(
+            compile_list(ListKind::Blocklist, &text),
+            Err(ListProblem::TooManyRules(n)) if n == MAX_OWN_RULES + 1
+        ));
+    }
+}
