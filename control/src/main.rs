@@ -42,6 +42,22 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// A resolver-only node: pulls policy from a control plane and serves DNS, keeping its
+    /// last policy while the control plane is away.
+    Resolver {
+        /// The control plane's base URL, e.g. `http://10.0.0.1:8080`.
+        #[arg(long)]
+        control: String,
+        /// The control plane's operator token.
+        #[arg(long)]
+        token: String,
+        /// This node's name as the control plane lists it (default: the host name).
+        #[arg(long)]
+        node: Option<String>,
+        /// The TOML config (`[dns]`, `[metrics]`, `[storage]`, `[default_policy]` apply).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Parse and compile a lists folder and print what each category holds.
     CompileLists {
         /// One sub-folder per category; every file in it is a list.
@@ -70,6 +86,12 @@ fn main() -> ExitCode {
         Command::CompileLists { dir } => compile_lists(&dir),
         Command::Serve { config } => run_server(config.as_deref(), false),
         Command::Demo { config } => run_server(config.as_deref(), true),
+        Command::Resolver {
+            control,
+            token,
+            node,
+            config,
+        } => run_node(config.as_deref(), control, token, node),
     }
 }
 
@@ -127,6 +149,129 @@ fn run_server(path: Option<&Path>, demo: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A node name from `--node` or the host name: `[a-zA-Z0-9._-]`, at most 64 characters.
+fn node_name(given: Option<String>) -> String {
+    let raw = given.unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default()
+    });
+    let clean: String = raw
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(64)
+        .collect();
+    if clean.is_empty() {
+        "node".to_owned()
+    } else {
+        clean
+    }
+}
+
+fn run_node(path: Option<&Path>, control: String, token: String, node: Option<String>) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("invalid configuration: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let url_ok = control.starts_with("http://") || control.starts_with("https://");
+    if !url_ok || token.trim().is_empty() {
+        eprintln!("invalid arguments: --control must be an http:// or https:// URL and --token non-empty");
+        return ExitCode::from(EX_USAGE);
+    }
+    init_tracing(&config.log.level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let pull = qorgan_resolver::pull::PullConfig {
+        url: control,
+        token,
+        node: node_name(node),
+        usage_interval: std::time::Duration::from_secs(5),
+    };
+    match runtime.block_on(serve_node(config, pull)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_node(config: Config, pull: qorgan_resolver::pull::PullConfig) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let registry = prometheus::Registry::new();
+    let dns = qorgan_resolver::DnsListeners::bind(&config.dns.listen)
+        .context("binding the DNS listeners")?;
+    let metrics = tokio::net::TcpListener::bind(config.metrics.listen)
+        .await
+        .with_context(|| format!("binding the metrics listener {}", config.metrics.listen))?;
+    for addr in dns.local_addrs() {
+        tracing::info!(%addr, "DNS listening (UDP and TCP)");
+    }
+    tracing::info!(addr = %metrics.local_addr()?, "metrics listening");
+    tracing::info!(control = %pull.url, node = %pull.node, "resolver node pulling policy");
+    let store = qorgan_resolver::SnapshotStore::new(&config.default_policy);
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let (registry, shutdown) = (registry.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            qorgan_resolver::run(
+                &config,
+                dns,
+                store,
+                qorgan_resolver::PolicySource::Pull(pull),
+                &registry,
+                shutdown,
+            )
+            .await
+            .context("DNS resolver")
+        });
+    }
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { serve_metrics(metrics, registry, shutdown).await });
+    }
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        });
+    }
+    join_planes(tasks, &shutdown).await
+}
+
+/// Waits for the planes; the first to stop (error or shutdown) stops the others.
+async fn join_planes(
+    mut tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        shutdown.cancel();
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if result.is_ok() => result = Err(e),
+            Ok(Err(e)) => tracing::error!("{e:#}"),
+            Err(e) if result.is_ok() => result = Err(anyhow::anyhow!("a task failed: {e}")),
+            Err(e) => tracing::error!("a task failed: {e}"),
+        }
+    }
+    result
 }
 
 /// The shipped placeholder secrets are tolerated only while every listener is on loopback.
@@ -232,19 +377,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         });
     }
 
-    // The first plane to stop (error or shutdown) stops the others.
-    let mut result = Ok(());
-    while let Some(joined) = tasks.join_next().await {
-        shutdown.cancel();
-        match joined {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) if result.is_ok() => result = Err(e),
-            Ok(Err(e)) => tracing::error!("{e:#}"),
-            Err(e) if result.is_ok() => result = Err(anyhow::anyhow!("a task failed: {e}")),
-            Err(e) => tracing::error!("a task failed: {e}"),
-        }
-    }
-    result
+    join_planes(tasks, &shutdown).await
 }
 
 async fn wait_for_signal() {

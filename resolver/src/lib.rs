@@ -40,6 +40,7 @@ mod fast;
 mod handler;
 mod listeners;
 pub mod metrics;
+pub mod pull;
 mod source;
 mod store;
 mod udp;
@@ -94,10 +95,16 @@ pub async fn run_with(
     shutdown: CancellationToken,
     fast: FastPathOptions,
 ) -> Result<(), ResolverError> {
-    let metrics = Arc::new(DnsMetrics::new(metrics)?);
-    store.attach_metrics(metrics.clone());
     let background = shutdown.child_token();
     let mut tasks = tokio::task::JoinSet::new();
+    if let PolicySource::Pull(pull) = &source {
+        let (node, held) =
+            pull::Node::start(pull.clone(), &config.storage.data_dir, store.clone(), metrics)?;
+        tasks.spawn(node.clone().pull_loop(held, background.clone()));
+        tasks.spawn(node.usage_loop(background.clone()));
+    }
+    let metrics = Arc::new(DnsMetrics::new(metrics)?);
+    store.attach_metrics(metrics.clone());
 
     if let PolicySource::File(path) = &source {
         watch::reload_policy(path, &store, &metrics)?;
@@ -120,8 +127,10 @@ pub async fn run_with(
 
     let lists_dir = config.lists.dir.clone();
     let cache_dir = config.storage.data_dir.join(LISTS_CACHE_DIR);
+    // A node's catalog comes with its snapshots, not from a lists folder of its own.
+    let own_lists = !matches!(source, PolicySource::Pull(_));
     // Watch before the first load so that a change during it is not missed.
-    let lists_signal = if config.lists.watch {
+    let lists_signal = if config.lists.watch && own_lists {
         match watch::ChangeSignal::watch(&lists_dir, true, None) {
             Ok(signal) => Some(signal),
             Err(error) => {
@@ -132,7 +141,9 @@ pub async fn run_with(
     } else {
         None
     };
-    watch::reload_lists(&lists_dir, &cache_dir, &store, &metrics).await;
+    if own_lists {
+        watch::reload_lists(&lists_dir, &cache_dir, &store, &metrics).await;
+    }
     if let Some(signal) = lists_signal {
         tasks.spawn(watch::watch_lists(
             signal,

@@ -35,11 +35,13 @@ use serde::Deserialize;
 use crate::store::{block_mode_from_config, AccountSpec};
 use crate::ResolverError;
 
-/// Where accounts come from. `#[non_exhaustive]`: a `Pull { url, token }` source (a resolver
-/// node pulling compiled policy from a control plane) is planned.
+/// Where accounts come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PolicySource {
+    /// A resolver node: snapshots pulled from a control plane (and its lists catalog with
+    /// them), the last good one kept on disk ([`crate::pull`]).
+    Pull(crate::pull::PullConfig),
     /// A policy file (format in this module's docs), read at start and reloaded on change.
     File(PathBuf),
     /// The control plane in this process publishes accounts into the [`crate::SnapshotStore`]
