@@ -180,7 +180,9 @@ fn run_node(path: Option<&Path>, control: String, token: String, node: Option<St
     };
     let url_ok = control.starts_with("http://") || control.starts_with("https://");
     if !url_ok || token.trim().is_empty() {
-        eprintln!("invalid arguments: --control must be an http:// or https:// URL and --token non-empty");
+        eprintln!(
+            "invalid arguments: --control must be an http:// or https:// URL and --token non-empty"
+        );
         return ExitCode::from(EX_USAGE);
     }
     init_tracing(&config.log.level);

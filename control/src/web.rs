@@ -66,6 +66,7 @@ static ASSETS: &[Asset] = &[
     asset!("users.js", JS),
     asset!("profile.js", JS),
     asset!("sections.js", JS),
+    asset!("dnsfilter.js", JS),
     asset!("logo.svg", "image/svg+xml"),
     asset!("favicon.svg", "image/svg+xml"),
 ];

@@ -1,6 +1,7 @@
 // The cabinet API client. Same-origin fetch: the browser sends the HttpOnly session cookie and
-// an Origin header, and every body is JSON (Content-Type: application/json), which is what the
-// API's CSRF rule asks for. No token is ever kept in page storage.
+// an Origin header (which is what the API's CSRF rule checks on every write); bodies are JSON
+// (Content-Type: application/json), except the DNS filter's own lists, which are plain text
+// (apiText). No token is ever kept in page storage.
 
 /** A failed call: the API's error object ({code, message, field}) plus the HTTP status. */
 export class ApiError extends Error {
@@ -21,12 +22,29 @@ export function setUnauthorizedHandler(fn) {
 }
 
 /** Calls `/api/v1{path}`; resolves to the parsed JSON (or null for 204), rejects with ApiError. */
-export async function api(method, path, body, { quiet401 = false } = {}) {
-  const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+export async function api(method, path, body, opts) {
+  const init = { method, headers: { Accept: "application/json" } };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
+  return send(path, init, opts);
+}
+
+/** Like api(), for the endpoints whose body is plain text (one rule a line): `text` (when given)
+ * goes as `text/plain; charset=utf-8`; a text/plain answer resolves to its text, a JSON one to
+ * the parsed JSON. */
+export async function apiText(method, path, text, opts) {
+  const init = { method, headers: { Accept: "text/plain, application/json" } };
+  if (text !== undefined) {
+    init.headers["Content-Type"] = "text/plain; charset=utf-8";
+    init.body = String(text);
+  }
+  return send(path, init, opts);
+}
+
+async function send(path, init, { quiet401 = false } = {}) {
+  init.credentials = "same-origin";
   let resp;
   try {
     resp = await fetch("/api/v1" + path, init);
@@ -42,6 +60,8 @@ export async function api(method, path, body, { quiet401 = false } = {}) {
     } catch {
       data = null;
     }
+  } else if (resp.ok && type.startsWith("text/plain")) {
+    return resp.text();
   }
   if (resp.ok) return data;
   const e = (data && data.error) || {};

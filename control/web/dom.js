@@ -33,6 +33,20 @@ export function h(tag, props, ...children) {
   return el;
 }
 
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+/** Creates an SVG element (attributes only, no handlers): svg("rect", {x: 0, height: 40}).
+ * Geometry goes in attributes, never in a style, so the CSP's style-src stays strict. */
+export function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    el.setAttribute(k, String(v));
+  }
+  append(el, children);
+  return el;
+}
+
 function append(el, children) {
   for (const c of children) {
     if (c === null || c === undefined || c === false) continue;
@@ -186,6 +200,7 @@ export function showFieldError(form, name, text) {
 }
 
 function focusField(form, name) {
-  const input = form.querySelector(`[data-field="${cssEscape(name)}"] input, [data-field="${cssEscape(name)}"] select`);
+  const sel = `[data-field="${cssEscape(name)}"]`;
+  const input = form.querySelector(`${sel} input, ${sel} select, ${sel} textarea`);
   if (input) input.focus();
 }

@@ -28,22 +28,59 @@ export function money(tiyn) {
   return (negative ? "−" : "") + text + "\u00a0₸";
 }
 
+/** The parts of a timestamp in Asia/Almaty: {day, month, year, hour, minute}, or null. */
+function almatyParts(value) {
+  const d = new Date(value);
+  if (Number.isNaN(d.getTime())) return null;
+  const parts = new Intl.DateTimeFormat("en-GB", {
+    timeZone: TIME_ZONE,
+    day: "2-digit",
+    month: "2-digit",
+    year: "numeric",
+    hour: "2-digit",
+    minute: "2-digit",
+    hourCycle: "h23",
+  }).formatToParts(d);
+  const get = (type) => parts.find((p) => p.type === type)?.value ?? "";
+  return { day: get("day"), month: get("month"), year: get("year"), hour: get("hour"), minute: get("minute") };
+}
+
 /** A date or timestamp as dd.mm.yyyy. A bare ISO date ("2026-11-24") is a calendar date and is
  * not shifted; a timestamp is shown in Asia/Almaty. */
 export function date(value) {
   if (typeof value !== "string" || !value) return "—";
   const bare = /^(\d{4})-(\d{2})-(\d{2})$/.exec(value);
   if (bare) return `${bare[3]}.${bare[2]}.${bare[1]}`;
-  const d = new Date(value);
-  if (Number.isNaN(d.getTime())) return value;
-  const parts = new Intl.DateTimeFormat("en-GB", {
-    timeZone: TIME_ZONE,
-    day: "2-digit",
-    month: "2-digit",
-    year: "numeric",
-  }).formatToParts(d);
-  const get = (type) => parts.find((p) => p.type === type)?.value ?? "";
-  return `${get("day")}.${get("month")}.${get("year")}`;
+  const p = almatyParts(value);
+  if (!p) return value;
+  return `${p.day}.${p.month}.${p.year}`;
+}
+
+/** A timestamp as dd.mm.yyyy HH:MM in Asia/Almaty. */
+export function dateTime(value) {
+  if (typeof value !== "string" || !value) return "—";
+  const p = almatyParts(value);
+  if (!p) return value;
+  return `${p.day}.${p.month}.${p.year} ${p.hour}:${p.minute}`;
+}
+
+/** A calendar date ("2026-12-02") as day and month ("02.12"), for chart labels. */
+export function dayMonth(value) {
+  const bare = /^\d{4}-(\d{2})-(\d{2})$/.exec(String(value));
+  return bare ? `${bare[2]}.${bare[1]}` : String(value ?? "—");
+}
+
+/** A count with thousands separators: "51 234" (ru, kk), "51,234" (en). */
+export function count(n) {
+  if (typeof n !== "number" || !Number.isFinite(n)) return "—";
+  return new Intl.NumberFormat(locale(), { maximumFractionDigits: 0, useGrouping: true }).format(n);
+}
+
+/** `part` of `whole` as a percentage with at most one decimal: "20 %", "12,5 %"; "—" when
+ * `whole` is zero. */
+export function percent(part, whole) {
+  if (typeof part !== "number" || typeof whole !== "number" || !(whole > 0)) return "—";
+  return new Intl.NumberFormat(locale(), { style: "percent", maximumFractionDigits: 1 }).format(part / whole);
 }
 
 /** Today in Asia/Almaty as an ISO date ("2026-11-24"), for period pickers. */

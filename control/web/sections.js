@@ -1,8 +1,9 @@
-// The sections of seed 5.2.1–5.2.6 (Услуги, Подключение услуг, Запросы, История платежей,
-// Счета-фактуры, DNS-фильтрация, Пополнение баланса). Each asks the server's OpenAPI document
-// whether its endpoint exists: when it does not (that part of the API has not landed on this
-// server), the section says it is coming instead of showing anything invented; when it does,
-// the section shows the API's own data.
+// The sections of seed 5.2.1–5.2.4 and 5.2.6 (Услуги, Подключение услуг, Запросы, История
+// платежей, Счета-фактуры, Пополнение баланса) and the helpers the sections share (5.2.5
+// DNS-фильтрация lives in dnsfilter.js). Each asks the server's OpenAPI document whether its
+// endpoint exists: when it does not (that part of the API has not landed on this server), the
+// section says it is coming instead of showing anything invented; when it does, the section
+// shows the API's own data.
 
 import { api, offers } from "./api.js";
 import { t, has } from "./i18n.js";
@@ -23,65 +24,14 @@ function soon() {
 }
 
 /** Renders `build()` when the server offers `path`, else the "coming soon" panel. */
-function gated(path, titleKey, introKey, build) {
+export function gated(path, titleKey, introKey, build) {
   const holder = h("div", {}, h("p", { class: "loading" }, t("app.loading")));
   offers(path).then((yes) => mount(holder, yes ? build() : soon()));
   return h("div", { "data-section": path }, header(titleKey, introKey), holder);
 }
 
-const ISO_DATE = /^\d{4}-\d{2}-\d{2}(?:[T ][\d:.]+(?:Z|[+-]\d{2}:?\d{2})?)?$/;
-
-/** One cell: money for `_tiyn` fields, dd.mm.yyyy for ISO dates, the kind's name for invoice kinds. */
-function cell(key, value) {
-  if (value === null || value === undefined || value === "") return "—";
-  if (key.endsWith("_tiyn") && typeof value === "number") return money(value);
-  if (typeof value === "boolean") return value ? "✓" : "—";
-  if (typeof value === "string" && ISO_DATE.test(value)) return date(value);
-  if (key === "kind" && has("kind." + value)) return t("kind." + value);
-  return String(value);
-}
-
-/** The rows of an answer: the array itself, or the first array member of an object. */
-function rowsOf(data) {
-  if (Array.isArray(data)) return data;
-  if (data && typeof data === "object") {
-    const arr = Object.values(data).find(Array.isArray);
-    if (arr) return arr;
-  }
-  return [];
-}
-
-/** A table of the API's records: every scalar field is a column, named from the dictionary. */
-function records(rows) {
-  if (!rows.length) return h("p", { class: "empty" }, t("sec.empty"));
-  const keys = [];
-  for (const r of rows) {
-    for (const [k, v] of Object.entries(r)) {
-      if (k !== "id" && (v === null || typeof v !== "object") && !keys.includes(k)) keys.push(k);
-    }
-  }
-  const label = (k) => (has("col." + k) ? t("col." + k) : k);
-  return h(
-    "div",
-    { class: "table-wrap" },
-    h(
-      "table",
-      { class: "table stack" },
-      h("thead", {}, h("tr", {}, keys.map((k) => h("th", { scope: "col", class: k.endsWith("_tiyn") ? "num" : null }, label(k))))),
-      h("tbody", {}, rows.map((r) => h("tr", {}, keys.map((k) => h("td", { "data-label": label(k), class: k.endsWith("_tiyn") ? "num" : null }, cell(k, r[k])))))),
-    ),
-  );
-}
-
-/** A list fetched from `path`, shown as a table of its records. */
-function listing(path) {
-  const out = h("div", { class: "panel" });
-  fill(out, path, (data) => records(rowsOf(data)));
-  return out;
-}
-
 /** A table from column specs [{label, value(row), num?}] (labels are dictionary keys). */
-function table(rows, cols, emptyKey = "sec.empty") {
+export function table(rows, cols, emptyKey = "sec.empty") {
   if (!rows.length) return h("p", { class: "empty" }, t(emptyKey));
   return h(
     "div",
@@ -96,13 +46,13 @@ function table(rows, cols, emptyKey = "sec.empty") {
 }
 
 /** A dictionary word for an enum value, else the value itself. */
-function word(prefix, value) {
+export function word(prefix, value) {
   return has(prefix + value) ? t(prefix + value) : String(value ?? "—");
 }
 
 /** A from/to period form (inclusive ISO dates) that calls `onPeriod(query)`; extra controls
  * (e.g. a kind select) go before the button. */
-function periodForm(onPeriod, { days = 90, extra = null, extraQuery = null } = {}) {
+export function periodForm(onPeriod, { days = 90, extra = null, extraQuery = null } = {}) {
   const from = field({ name: "from", label: "sec.period_from", type: "date", value: todayIso(-days) });
   const to = field({ name: "to", label: "sec.period_to", type: "date", value: todayIso() });
   const msg = h("div", { class: "form-box" });
@@ -124,7 +74,7 @@ function periodForm(onPeriod, { days = 90, extra = null, extraQuery = null } = {
 }
 
 /** Loads `path` into `out` through `render(data)`, errors shown in place. */
-async function fill(out, path, render) {
+export async function fill(out, path, render) {
   mount(out, h("p", { class: "loading" }, t("app.loading")));
   try {
     mount(out, render(await api("GET", path)));
@@ -328,12 +278,6 @@ export function invoices() {
     load(period.query());
     return h("div", {}, h("section", { class: "panel" }, period.form), out);
   });
-}
-
-// ------------------------------------------------------------------ 5.2.5 DNS-фильтрация
-
-export function dns() {
-  return gated("/dns-filter", "sec.dns.title", "sec.dns.intro", () => listing("/dns-filter/categories"));
 }
 
 // ------------------------------------------------------------------ 5.2.6 Пополнение баланса

@@ -8,6 +8,7 @@ import { money } from "./format.js";
 import * as users from "./users.js";
 import * as profile from "./profile.js";
 import * as sections from "./sections.js";
+import * as dnsfilter from "./dnsfilter.js";
 
 /** The navigation of seed 5.2, in its order. `sub` are the sub-items of 5.2.1. */
 function navItems(me) {
@@ -33,7 +34,7 @@ const SECTIONS = {
   requests: sections.requests,
   payments: sections.payments,
   invoices: sections.invoices,
-  dns: sections.dns,
+  dns: dnsfilter.view,
   topup: sections.topup,
   users: users.list,
   "users/new": users.create,

@@ -98,8 +98,12 @@ pub async fn run_with(
     let background = shutdown.child_token();
     let mut tasks = tokio::task::JoinSet::new();
     if let PolicySource::Pull(pull) = &source {
-        let (node, held) =
-            pull::Node::start(pull.clone(), &config.storage.data_dir, store.clone(), metrics)?;
+        let (node, held) = pull::Node::start(
+            pull.clone(),
+            &config.storage.data_dir,
+            store.clone(),
+            metrics,
+        )?;
         tasks.spawn(node.clone().pull_loop(held, background.clone()));
         tasks.spawn(node.usage_loop(background.clone()));
     }

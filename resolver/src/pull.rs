@@ -192,8 +192,7 @@ fn load_last_good(disk: &NodeDisk, store: &SnapshotStore) -> u64 {
     let catalog = if snapshot.catalog_hash.is_empty() {
         None
     } else {
-        match qorgan_blocklists::load_cached_catalog(&disk.catalog_dir(), &snapshot.catalog_hash)
-        {
+        match qorgan_blocklists::load_cached_catalog(&disk.catalog_dir(), &snapshot.catalog_hash) {
             Ok(c) => Some(c),
             Err(error) => {
                 tracing::error!(%error, "saved lists catalog missing or damaged; filtering by own lists only until the control plane answers");
@@ -242,7 +241,9 @@ impl Node {
             dir: data_dir.join(NODE_DIR),
         };
         let generation = load_last_good(&disk, &store);
-        metrics.generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+        metrics
+            .generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
         Ok((
             Arc::new(Self {
                 config,
@@ -390,7 +391,10 @@ impl Node {
         if !resp.status().is_success() {
             return Err(format!("catalog: control plane answered {}", resp.status()));
         }
-        let bytes = resp.bytes().await.map_err(|e| format!("catalog body: {e}"))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("catalog body: {e}"))?;
         let expected = hash.to_owned();
         let stored = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -425,7 +429,9 @@ impl Node {
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-            let fresh = self.store.take_usage(i64::try_from(now_ms / 1000).unwrap_or(0));
+            let fresh = self
+                .store
+                .take_usage(i64::try_from(now_ms / 1000).unwrap_or(0));
             accumulated.merge(&fresh);
             if pending.is_none() && !accumulated.is_empty() {
                 // Milliseconds since the epoch: increasing across restarts of the node too.

@@ -1,12 +1,13 @@
 // The web cabinet in a real browser, walking the seed's story against a real `qorgan serve`:
 // register with a provisioned contract (password from the .eml) → log in → top bar → sections →
+// DNS filtering (settings, own lists answered by a real `dig`, statistics, the change log) →
 // users (create, confirm, edit, delete) → profile password change → log out; failure cases:
 // wrong password, wrong IIN check digit, contract mismatch. Screenshots of every screen at
 // 1280×800 and 390×844 land in tests/web/screenshots/ (not committed).
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, operator, waitForMail, launchBrowser, watchProblems, shoot } from "./harness.mjs";
+import { startServer, operator, waitForMail, launchBrowser, watchProblems, shoot, dig } from "./harness.mjs";
 
 const ACCOUNT = "4445";
 const CONTRACT = "КТС-4445/10";
@@ -37,6 +38,8 @@ before(async () => {
   });
   // A charge makes the balance non-zero (−1 500 ₸) so the top bar's money formatting shows.
   await operator(server, "POST", `/accounts/${ACCOUNT}/charges`, { amount_tiyn: 150000, description: "Интернет, ноябрь" });
+  // The loopback network is the account's: the browser test's `dig` queries get its DNS policy.
+  await operator(server, "POST", `/accounts/${ACCOUNT}/networks`, { cidr: "127.0.0.0/8" });
 });
 
 after(async () => {
@@ -292,6 +295,191 @@ test("Пополнение баланса: 1 500 ₸ through the sandbox page ch
   const want = tengePattern(before + 150000);
   for (let i = 0; i < 50 && !want.test(await balance.textContent()); i++) await page.waitForTimeout(100);
   assert.match(await balance.textContent(), tengePattern(before + 150000));
+});
+
+// ---- DNS-фильтрация (seed 5.2.5)
+
+/** A count the way the page writes it ("51 234"), whitespace-insensitive. */
+function countPattern(n) {
+  return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, "\\s");
+}
+
+/** Asks until the answer's status is `want` (the policy is republished just after a save). */
+async function digUntil(name, want) {
+  let answer = null;
+  for (let i = 0; i < 10; i++) {
+    answer = await dig(server, name);
+    if (answer.status === want) break;
+    await page.waitForTimeout(300);
+  }
+  return answer;
+}
+
+test("DNS-фильтрация: settings with categories and the block mode, errors at their fields", async (t) => {
+  if (!(await offered("/dns-filter"))) return t.skip("the DNS filter API is not on this server yet");
+  await page.goto(server.base + "/#/dns");
+  await page.getByRole("heading", { name: "DNS-фильтрация", level: 1 }).waitFor();
+  const settings = page.locator('[data-form="settings"]');
+  await settings.waitFor();
+  // Every category of the catalog, with its domain count grouped in thousands.
+  const catalog = await page.evaluate(async () => (await fetch("/api/v1/dns-filter/categories")).json());
+  assert.ok(catalog.categories.length > 0, "the starter lists give categories");
+  for (const c of catalog.categories) {
+    const box = settings.locator(`[data-category="${c.name}"]`);
+    await box.waitFor();
+    assert.match(await box.textContent(), new RegExp(`доменов: ${countPattern(c.domains)}`), c.name);
+  }
+  assert.match(await settings.locator('[data-category="ads"]').textContent(), /Реклама и трекеры/);
+  // The networks the provider mapped, read-only.
+  await page.locator('[data-part="networks"]').getByText("127.0.0.0/8").waitFor();
+
+  // The switch works from the keyboard.
+  const onOff = page.getByRole("switch", { name: "Фильтрация включена" });
+  await onOff.check();
+  await onOff.focus();
+  await page.keyboard.press("Space");
+  assert.equal(await onOff.isChecked(), false);
+  await page.keyboard.press("Space");
+  assert.equal(await onOff.isChecked(), true);
+
+  // custom_ip without an address: the API's error shows under the address field.
+  const mode = page.getByLabel("Ответ на заблокированный запрос");
+  const ip = page.getByLabel("IP-адрес страницы блокировки");
+  assert.equal(await ip.isVisible(), false, "no address field for nxdomain");
+  await mode.selectOption("custom_ip");
+  await ip.waitFor();
+  await ip.fill("");
+  await settings.getByRole("button", { name: "Сохранить настройки" }).click();
+  await fieldError(page, "custom_ip").waitFor();
+  assert.match(await fieldError(page, "custom_ip").textContent(), /Укажите IP-адрес страницы блокировки/);
+  assert.equal(await ip.getAttribute("aria-invalid"), "true");
+  assert.equal(await page.evaluate(() => document.activeElement?.name), "custom_ip", "focus moves to the field");
+  await shoot(page, "28-dns-custom-ip-required", { scrollTo: page.locator('[data-field="block_mode"]') });
+  // A bad address is the API's invalid_custom_ip, at the same field.
+  await ip.fill("not-an-ip");
+  await settings.getByRole("button", { name: "Сохранить настройки" }).click();
+  await settings.getByText("Укажите корректный IP-адрес", { exact: false }).waitFor();
+
+  await mode.selectOption("nxdomain");
+  assert.equal(await ip.isVisible(), false);
+  await settings.getByRole("button", { name: "Сохранить настройки" }).click();
+  await settings.getByText("Настройки сохранены.").waitFor();
+  await settings.getByText(/Изменено: \d{2}\.\d{2}\.\d{4} \d{2}:\d{2}/).waitFor();
+  const saved = await page.evaluate(async () => (await fetch("/api/v1/dns-filter")).json());
+  assert.equal(saved.enabled, true);
+  assert.equal(saved.block_mode, "nxdomain");
+
+  // Every control is labelled, and Tab walks the whole section.
+  const unlabelled = await page.$$eval("[data-section] input, [data-section] select, [data-section] textarea", (els) => els.filter((e) => e.labels.length === 0).map((e) => e.name || e.id));
+  assert.deepEqual(unlabelled, []);
+  await onOff.focus();
+  const reached = new Set();
+  for (let i = 0; i < 30; i++) {
+    await page.keyboard.press("Tab");
+    reached.add(await page.evaluate(() => document.activeElement?.getAttribute("name") || document.activeElement?.textContent));
+  }
+  for (const name of ["categories", "block_mode", "Сохранить настройки", "blocklist", "Сохранить список блокировки", "allowlist"]) assert.ok(reached.has(name), `Tab reaches ${name}`);
+  await shoot(page, "29-dns-settings", { scrollTo: page.locator('[data-part="settings"]') });
+  assert.deepEqual(problems, []);
+});
+
+test("DNS-фильтрация: a name on the own block list gets NXDOMAIN from the real resolver", async (t) => {
+  if (!(await offered("/dns-filter/blocklist"))) return t.skip("the DNS filter API is not on this server yet");
+  await page.goto(server.base + "/#/dns");
+  const block = page.locator('[data-form="blocklist"]');
+  const area = block.getByLabel("Собственный список блокировки");
+  await area.fill("blocked-by-web.example");
+  await block.getByRole("button", { name: "Сохранить список блокировки" }).click();
+  await block.getByText("Сохранено правил: 1", { exact: true }).waitFor();
+  await block.getByText("Правил в списке: 1").waitFor();
+  const answer = await digUntil("blocked-by-web.example", "NXDOMAIN");
+  assert.equal(answer.status, "NXDOMAIN", answer.output);
+  // A plain-domain line covers the subdomains too.
+  assert.equal((await digUntil("www.blocked-by-web.example", "NXDOMAIN")).status, "NXDOMAIN");
+  // The saved text comes back on the next visit.
+  await page.reload();
+  await page.locator('[data-form="blocklist"] textarea:not([disabled])').waitFor();
+  assert.match(await area.inputValue(), /blocked-by-web\.example/);
+
+  // A line the parser refuses is listed with its number; the good line is still saved.
+  await area.fill("blocked-by-web.example\n||ads.example^$third-party\n");
+  await block.getByRole("button", { name: "Сохранить список блокировки" }).click();
+  const bad = block.locator('.rejected li[data-line="2"]');
+  await bad.waitFor();
+  assert.match(await bad.textContent(), /^Строка 2 \|\|ads\.example\^\$third-party — \S/);
+  await block.getByText("Сохранено правил: 1", { exact: true }).waitFor();
+  assert.match(await block.locator(".rejected-title").textContent(), /\(1\)/);
+  // The line number takes the keyboard to that line in the textarea.
+  await bad.getByRole("button", { name: "Строка 2" }).press("Enter");
+  const selected = await page.evaluate(() => {
+    const el = document.activeElement;
+    return el.tagName === "TEXTAREA" ? el.value.slice(el.selectionStart, el.selectionEnd) : null;
+  });
+  assert.equal(selected, "||ads.example^$third-party");
+  assert.equal((await digUntil("blocked-by-web.example", "NXDOMAIN")).status, "NXDOMAIN", "still blocked");
+  await shoot(page, "30-dns-lists", { scrollTo: block });
+
+  // The allow list has its own form and count.
+  const allow = page.locator('[data-form="allowlist"]');
+  await allow.getByLabel("Собственный список разрешённых").fill("# комментарий\n@@||good.example^\n");
+  await allow.getByRole("button", { name: "Сохранить список разрешённых" }).click();
+  await allow.getByText(/^Сохранено правил: \d+$/).waitFor();
+  assert.deepEqual(problems, []);
+});
+
+test("DNS-фильтрация: statistics of the period and the change log", async (t) => {
+  if (!(await offered("/dns-filter/stats"))) return t.skip("the DNS filter API is not on this server yet");
+  await page.goto(server.base + "/#/dns");
+  const stats = page.locator('[data-part="stats"]');
+  // The default period: the last 7 days, today (Asia/Almaty) included.
+  const almaty = (offset) => new Intl.DateTimeFormat("en-CA", { timeZone: "Asia/Almaty" }).format(new Date(Date.now() + offset * 86400000));
+  assert.equal(await stats.getByLabel("С", { exact: true }).inputValue(), almaty(-6));
+  assert.equal(await stats.getByLabel("По", { exact: true }).inputValue(), almaty(0));
+  await stats.locator(".chart-bar").first().waitFor();
+  assert.equal(await stats.locator(".chart-bar").count(), 7, "one bar a day");
+  // The digs above were blocked: they show in the totals, by category and in the top list.
+  const blocked = stats.locator('[data-total="blocked"] dd');
+  for (let i = 0; i < 40 && !/^[1-9]/.test((await blocked.textContent().catch(() => "")) || ""); i++) {
+    await page.waitForTimeout(500);
+    await stats.getByRole("button", { name: "Показать" }).click();
+    await stats.locator(".chart-bar").first().waitFor();
+  }
+  assert.match(await blocked.textContent(), /^[1-9]/);
+  assert.match(await stats.locator('[data-total="share"] dd').textContent(), /%$/);
+  await stats.locator('[data-part="top-blocked"]').getByText("blocked-by-web.example", { exact: true }).waitFor();
+  await stats.locator('[data-part="by-category"]').getByText("Собственный список блокировки").waitFor();
+  const today = stats.locator(`.chart-bar[data-date="${almaty(0)}"] rect.bar-blocked`);
+  assert.ok(Number(await today.getAttribute("height")) > 0, "today's blocked bar has a height");
+  await shoot(page, "31-dns-stats", { scrollTo: stats });
+
+  // The log: newest first, who and what, in Almaty time.
+  const rows = page.locator('[data-part="audit"] tbody tr');
+  await rows.first().waitFor();
+  const first = await rows.first().textContent();
+  assert.match(first, /\d{2}\.\d{2}\.\d{4} \d{2}:\d{2}/);
+  assert.match(first, /Список разрешённых/);
+  assert.match(first, new RegExp(ACCOUNT));
+  await page.locator('[data-part="audit"] tr', { hasText: "Список блокировки" }).first().waitFor();
+  await page.locator('[data-part="audit"] tr', { hasText: "Настройки" }).first().waitFor();
+  await shoot(page, "32-dns-audit", { scrollTo: page.locator('[data-part="audit"]') });
+
+  // On a phone nothing is wider than the screen.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.waitForTimeout(150);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(overflow <= 0, `the page is ${overflow}px wider than a phone`);
+  await page.setViewportSize({ width: 1280, height: 800 });
+
+  // Kazakh and English texts.
+  await page.locator(".topbar select.lang-select").selectOption("kk");
+  await page.getByRole("heading", { name: "Сүзгілеу баптаулары" }).waitFor();
+  await page.locator(".topbar select.lang-select").selectOption("en");
+  await page.getByRole("heading", { name: "Filter settings" }).waitFor();
+  await page.getByRole("button", { name: "Save the block list" }).waitFor();
+  await shoot(page, "33-dns-en");
+  await page.locator(".topbar select.lang-select").selectOption("ru");
+  await page.getByRole("heading", { name: "Настройки фильтрации" }).waitFor();
+  assert.deepEqual(problems, []);
 });
 
 test("users: create a sub-user with a typed password, confirm it, edit it", async () => {

@@ -2,7 +2,7 @@
 // provisions through the operator API, reads the emails the server writes as .eml files, and
 // drives Debian's Chromium through playwright-core (no browser download).
 
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -91,6 +91,7 @@ level = "warn"
   }
   return {
     base,
+    dnsPort: dns,
     dir,
     mailDir: path.join(dir, "data", "mail"),
     logPath,
@@ -104,6 +105,22 @@ level = "warn"
       if (!process.env.KEEP_TMP) fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Asks the server's DNS listener with the real `dig`; resolves to {status, output}
+ * (status: NOERROR, NXDOMAIN, ... or null when no answer came). */
+export function dig(server, name, type = "A") {
+  const args = ["@127.0.0.1", "-p", String(server.dnsPort), name, type, "+time=2", "+tries=1"];
+  return new Promise((resolve, reject) => {
+    execFile("dig", args, { timeout: 10000 }, (err, stdout, stderr) => {
+      if (err && err.code === "ENOENT") {
+        reject(new Error("dig not found: apt-get install -y bind9-dnsutils"));
+        return;
+      }
+      // dig exits 9 when no reply came: that is a result (status null), not a harness failure.
+      resolve({ status: /status: ([A-Z]+)/.exec(stdout)?.[1] ?? null, output: stdout + stderr });
+    });
+  });
 }
 
 /** Calls the operator API (billing integration) with the configured token. */
@@ -195,13 +212,20 @@ export function watchProblems(page) {
   return problems;
 }
 
-/** Screenshots the page at both viewports (restoring the desktop size afterwards). */
-export async function shoot(page, name) {
+/** Screenshots the page at both viewports (restoring the desktop size afterwards). With
+ * `scrollTo` (a locator), each shot starts at that element, just under the sticky top bar. */
+export async function shoot(page, name, { scrollTo = null } = {}) {
   fs.mkdirSync(screenshotDir, { recursive: true });
   const files = [];
   for (const vp of VIEWPORTS) {
     await page.setViewportSize({ width: vp.width, height: vp.height });
     await page.waitForTimeout(150);
+    if (scrollTo) {
+      await scrollTo.evaluate((el) => {
+        const bar = document.querySelector(".topbar");
+        window.scrollTo(0, el.getBoundingClientRect().top + window.scrollY - (bar ? bar.offsetHeight : 0) - 12);
+      });
+    }
     const file = path.join(screenshotDir, `${name}-${vp.width}x${vp.height}.png`);
     await page.screenshot({ path: file, fullPage: false });
     files.push(file);

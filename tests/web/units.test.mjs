@@ -38,6 +38,29 @@ test("dates are dd.mm.yyyy; timestamps are shown in Asia/Almaty, bare dates are 
   assert.equal(format.date(""), "—");
 });
 
+test("DNS filter figures: counts with thousands separators, shares, Almaty times, day labels", () => {
+  const ws = /[\s\u00a0\u202f]/.source;
+  i18n.setLang("ru");
+  assert.match(format.count(51234), new RegExp(`^51${ws}234$`));
+  assert.match(format.count(1234567), new RegExp(`^1${ws}234${ws}567$`));
+  assert.equal(format.count(0), "0");
+  assert.match(format.percent(20, 100), new RegExp(`^20${ws}%$`));
+  assert.match(format.percent(1, 8), new RegExp(`^12,5${ws}%$`));
+  assert.equal(format.percent(0, 0), "—", "no share of nothing");
+  i18n.setLang("kk");
+  assert.match(format.count(51234), new RegExp(`^51${ws}234$`));
+  i18n.setLang("en");
+  assert.equal(format.count(51234), "51,234");
+  assert.equal(format.percent(1, 8), "12.5%");
+  i18n.setLang("ru");
+  // 10:00 UTC is 15:00 in Almaty (UTC+5); 20:30 UTC is already the next day there.
+  assert.equal(format.dateTime("2026-12-02T10:00:00Z"), "02.12.2026 15:00");
+  assert.equal(format.dateTime("2026-11-24T20:30:00Z"), "25.11.2026 01:30");
+  assert.equal(format.dateTime("2026-01-01T00:05:00+05:00"), "01.01.2026 00:05");
+  assert.equal(format.dateTime(null), "—");
+  assert.equal(format.dayMonth("2026-12-02"), "02.12");
+});
+
 test("the IIN/BIN check mirrors CABINET.md §1: exactly 12 digits and the two-pass check digit", () => {
   for (const ok of ["940140000385", "990140004654", "871008401427", "061211600012", "900101300811", "961141000023"]) {
     assert.equal(format.iinProblem(ok), null, ok);

@@ -282,6 +282,16 @@ impl ListOrSettings {
     }
 }
 
+/// "1 правило", "3 правила", "5 правил", "21 правило".
+fn rules_ru(n: u64) -> String {
+    let word = match (n % 10, n % 100) {
+        (1, r) if r != 11 => "правило",
+        (2..=4, r) if !(12..=14).contains(&r) => "правила",
+        _ => "правил",
+    };
+    format!("{n} {word}")
+}
+
 fn mode_name(m: BlockModeName) -> &'static str {
     match m {
         BlockModeName::Nxdomain => "nxdomain",
@@ -596,7 +606,7 @@ async fn put_list(
         &app,
         &authed,
         ListOrSettings::List(kind),
-        format!("{rules} правил (было {before})"),
+        format!("{} (было {before})", rules_ru(rules)),
     )?;
     filters.save_list(authed.account.id, kind, &stored, entry)?;
     app.publish_policy(authed.account.id)?;
@@ -1013,4 +1023,33 @@ pub(crate) async fn nodes(State(app): State<App>, _op: Operator) -> Json<NodesVi
             })
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_counts_take_the_russian_plural() {
+        let words: Vec<String> = [0, 1, 2, 5, 11, 12, 21, 22, 25, 101, 111]
+            .iter()
+            .map(|n| rules_ru(*n))
+            .collect();
+        assert_eq!(
+            words,
+            [
+                "0 правил",
+                "1 правило",
+                "2 правила",
+                "5 правил",
+                "11 правил",
+                "12 правил",
+                "21 правило",
+                "22 правила",
+                "25 правил",
+                "101 правило",
+                "111 правил"
+            ]
+        );
+    }
 }

@@ -13,9 +13,12 @@ use serde_json::json;
 
 use crate::support::*;
 
-struct Qorgan {
+pub(crate) struct Qorgan {
     child: Child,
-    base: String,
+    /// The cabinet's base URL (`serve`), empty for a resolver node.
+    pub(crate) base: String,
+    /// The first DNS listener's address.
+    pub(crate) dns: std::net::SocketAddr,
     _lines: mpsc::Receiver<String>,
 }
 
@@ -36,12 +39,35 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// The value of `addr=` in a log line.
+fn addr_field(line: &str) -> String {
+    line.split("addr=")
+        .nth(1)
+        .expect("addr field")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 impl Qorgan {
-    fn start(config_file: &Path) -> Self {
+    /// `qorgan serve --config FILE`, ready once DNS and the cabinet are served.
+    pub(crate) fn start(config_file: &Path) -> Self {
+        Self::spawn(
+            &[
+                "serve".as_ref(),
+                "--config".as_ref(),
+                config_file.as_os_str(),
+            ],
+            true,
+        )
+    }
+
+    /// The binary with `args`; waits until the UDP fast path serves (and, with `cabinet`, the
+    /// cabinet listens), reading the addresses it bound from its log.
+    pub(crate) fn spawn(args: &[&std::ffi::OsStr], cabinet: bool) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_qorgan"))
-            .arg("serve")
-            .arg("--config")
-            .arg(config_file)
+            .args(args)
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -62,40 +88,38 @@ impl Qorgan {
             });
         }
         let mut seen = Vec::new();
-        let base = loop {
+        let (mut base, mut dns, mut serving) = (None, None, false);
+        while !(serving && dns.is_some() && (base.is_some() || !cabinet)) {
             match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(line) => {
                     if line.contains("cabinet listening") {
-                        let addr = line
-                            .split("addr=")
-                            .nth(1)
-                            .expect("addr field")
-                            .split_whitespace()
-                            .next()
-                            .unwrap()
-                            .to_owned();
-                        break format!("http://{addr}");
+                        base = Some(format!("http://{}", addr_field(&line)));
+                    } else if line.contains("DNS listening") && dns.is_none() {
+                        dns = Some(addr_field(&line).parse().expect("dns addr"));
+                    } else if line.contains("UDP fast path serving") {
+                        serving = true;
                     }
                     seen.push(line);
                 }
                 Err(_) => {
                     let _ = child.kill();
                     panic!(
-                        "qorgan did not report its HTTP address; output:\n{}",
+                        "qorgan did not report it is serving; output:\n{}",
                         seen.join("\n")
                     );
                 }
             }
-        };
+        }
         Self {
             child,
-            base,
+            base: base.unwrap_or_default(),
+            dns: dns.expect("dns"),
             _lines: rx,
         }
     }
 
     /// SIGTERM, then wait for a clean exit.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let pid = self.child.id().to_string();
         let status = Command::new("kill")
             .args(["-TERM", &pid])
@@ -123,7 +147,7 @@ impl Drop for Qorgan {
     }
 }
 
-async fn call(
+pub(crate) async fn call(
     base: &str,
     method: Method,
     path: &str,

@@ -15,4 +15,9 @@ mod errors;
 mod flow;
 mod measure;
 mod outbox;
+mod policy;
 mod support;
+/// The resolver tests' local upstream (fixed answers on 127.0.0.1), shared rather than copied.
+#[path = "../../../resolver/tests/resolver/upstream.rs"]
+#[allow(dead_code)]
+mod upstream;
