@@ -134,6 +134,10 @@ pub struct AccountPolicy {
     pub own_allow: DomainSet,
     /// Query counters, carried over from the previous version of this policy.
     pub counters: Arc<AccountCounters>,
+    /// Distinct for every build of a policy (the resolver numbers them): answers cached under
+    /// one revision are not served under another, so an account's edit invalidates its own
+    /// cached answers and nobody else's.
+    pub revision: u64,
 }
 
 impl AccountPolicy {
@@ -147,6 +151,7 @@ impl AccountPolicy {
             own_block: DomainSet::default(),
             own_allow: DomainSet::default(),
             counters: Arc::new(AccountCounters::default()),
+            revision: 0,
         }
     }
 }

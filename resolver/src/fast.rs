@@ -102,7 +102,9 @@ pub enum FastOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FillKey {
     policy: u64,
-    generation: u64,
+    /// The policy's [`qorgan_blocklists::AccountPolicy::revision`]: another account's edit
+    /// (a new snapshot generation) keeps this account's cached answers valid.
+    revision: u64,
     flags: u8,
 }
 
@@ -308,7 +310,7 @@ impl FastPath {
         }
         let key = FillKey {
             policy: policy.id.0,
-            generation: snapshot.generation,
+            revision: policy.revision,
             flags,
         };
         let now = self.now_secs();
@@ -485,7 +487,7 @@ fn key_hash(name: &[u8], qtype: u16, key: FillKey) -> u64 {
         h ^= u64::from(b.to_ascii_lowercase());
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    h ^ key.policy.rotate_left(17) ^ key.generation.rotate_left(41)
+    h ^ key.policy.rotate_left(17) ^ key.revision.rotate_left(41)
 }
 
 impl PacketCache {
@@ -681,7 +683,7 @@ fn scan_answer(answer: &[u8]) -> Option<Entry> {
         hash: 0,
         key: FillKey {
             policy: 0,
-            generation: 0,
+            revision: 0,
             flags: 0,
         },
         qtype,

@@ -179,6 +179,9 @@ struct Parts {
     accounts: BTreeMap<AccountId, AccountSpec>,
     /// Policies built against the current catalog; cleared when the catalog changes.
     built: HashMap<AccountId, Arc<AccountPolicy>>,
+    /// The default policy built against the current catalog (kept, like `built`, so that its
+    /// revision and so its cached answers survive other accounts' edits).
+    default_built: Option<Arc<AccountPolicy>>,
     /// Counters outlive rebuilds: an edit or a list reload must not reset an account's counts.
     counters: HashMap<AccountId, Arc<AccountCounters>>,
     /// Category names published to the list-size gauge, to remove the ones that disappear.
@@ -198,6 +201,7 @@ impl SnapshotStore {
             default_spec: AccountSpec::from_default_policy(default_policy),
             accounts: BTreeMap::new(),
             built: HashMap::new(),
+            default_built: None,
             counters: HashMap::new(),
             published_categories: Vec::new(),
             drained: HashMap::new(),
@@ -330,6 +334,7 @@ impl SnapshotStore {
         let mut parts = self.parts();
         parts.catalog = catalog;
         parts.built.clear();
+        parts.default_built = None;
         // Accounts were valid with the previous catalog and networks do not depend on it.
         if let Err(e) = self.publish(&mut parts) {
             tracing::error!(error = %e, "cannot publish the new catalog");
@@ -460,7 +465,14 @@ impl SnapshotStore {
 impl Parts {
     /// Builds the next snapshot from the parts; changes nothing but the caches on failure.
     fn build(&mut self) -> Result<PolicySnapshot, ResolverError> {
-        let default = policy_for(&self.catalog, &mut self.counters, &self.default_spec);
+        let default = match &self.default_built {
+            Some(p) => p.clone(),
+            None => {
+                let p = policy_for(&self.catalog, &mut self.counters, &self.default_spec);
+                self.default_built = Some(p.clone());
+                p
+            }
+        };
         let mut entries: Vec<(IpNet, Arc<AccountPolicy>)> = Vec::new();
         for spec in self.accounts.values() {
             let policy = match self.built.get(&spec.id) {
@@ -498,6 +510,9 @@ impl Parts {
     }
 }
 
+/// Numbers policy builds ([`AccountPolicy::revision`]); 0 is never handed out.
+static NEXT_REVISION: AtomicU64 = AtomicU64::new(1);
+
 /// Resolves a spec against a catalog, reusing the account's counters.
 fn policy_for(
     catalog: &Catalog,
@@ -528,6 +543,7 @@ fn policy_for(
         own_block: spec.own_block.clone(),
         own_allow: spec.own_allow.clone(),
         counters,
+        revision: NEXT_REVISION.fetch_add(1, Ordering::Relaxed),
     })
 }
 
@@ -651,6 +667,61 @@ mod tests {
             store.load().client_policy("10.2.0.1".parse().expect("ip")),
             ClientPolicy::Account(_)
         ));
+    }
+
+    #[test]
+    fn an_edit_rebuilds_only_that_account_and_keeps_the_others_revisions() {
+        let store = SnapshotStore::new(&qorgan_config::DefaultPolicyConfig::default());
+        store
+            .set_accounts(vec![
+                account(1, "10.0.0.0/8", &[]),
+                account(2, "192.0.2.0/24", &[]),
+            ])
+            .expect("accounts");
+        let revision = |ip: &str| match store.load().client_policy(ip.parse().expect("ip")) {
+            ClientPolicy::Account(p) | ClientPolicy::DefaultNetwork(p) => p.revision,
+            ClientPolicy::Unknown => panic!("{ip} unmapped"),
+        };
+        let (r1, r2, rd) = (
+            revision("10.0.0.1"),
+            revision("192.0.2.1"),
+            revision("127.0.0.1"),
+        );
+        store
+            .upsert_account(account(1, "10.0.0.0/8", &["ads"]))
+            .expect("edit");
+        assert_ne!(revision("10.0.0.1"), r1, "the edited account is rebuilt");
+        assert_eq!(revision("192.0.2.1"), r2, "the other account is not");
+        assert_eq!(revision("127.0.0.1"), rd, "nor is the default policy");
+    }
+
+    #[test]
+    fn usage_reports_deltas_since_the_previous_drain() {
+        let store = SnapshotStore::new(&no_default());
+        store
+            .set_accounts(vec![account(1, "10.0.0.0/8", &[])])
+            .expect("accounts");
+        let c = store.counters(AccountId(1)).expect("counters");
+        c.queries.fetch_add(3, Ordering::Relaxed);
+        c.blocked.fetch_add(1, Ordering::Relaxed);
+        let labels: [&[u8]; 2] = [b"example", b"ads"];
+        store.sample_blocked(BlockedSample::from_labels_rev(
+            AccountId(1),
+            labels.into_iter(),
+        ));
+        store.sample_blocked(BlockedSample::from_labels_rev(
+            DEFAULT_POLICY_ID,
+            labels.into_iter(),
+        ));
+        let first = store.take_usage(100);
+        let u = &first.accounts[&1];
+        assert_eq!((u.queries, u.blocked), (3, 1));
+        assert_eq!(u.blocked_names["ads.example"], 1);
+        assert_eq!(first.accounts.len(), 1, "the default policy is nobody's");
+        c.queries.fetch_add(2, Ordering::Relaxed);
+        let second = store.take_usage(105);
+        assert_eq!(second.accounts[&1].queries, 2, "only what happened since");
+        assert!(store.take_usage(110).is_empty());
     }
 
     #[test]
