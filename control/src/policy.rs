@@ -15,7 +15,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use qorgan_blocklists::parse::{parse_text, FormatHint};
 use qorgan_blocklists::{
-    build_own_sets, AccountId, AccountWire, Action, DomainSet, PatternRule, Rule, SnapshotWire,
+    build_own_sets, AccountId, AccountWire, Action, DomainSet, PatternRule, RejectReason, Rule,
+    SnapshotWire,
 };
 use qorgan_resolver::{block_mode_from_config, AccountSpec, SnapshotStore};
 use tokio::sync::watch;
@@ -58,6 +59,49 @@ pub enum ListProblem {
     Compile(String),
 }
 
+const EXCEPTION_IN_BLOCKLIST: &str =
+    "исключение @@ в чёрном списке ничего не отменяет: перенесите его в белый список";
+
+/// Why a line was rejected, in the cabinet's language (the parser's own texts are English,
+/// for operators' logs and `compile-lists`).
+fn reason_ru(r: &RejectReason) -> String {
+    match r {
+        RejectReason::InvalidName { name, error } => {
+            format!("«{name}» — не доменное имя ({error})")
+        }
+        RejectReason::UnsupportedModifier(m) => {
+            format!("модификатор ${m} не имеет смысла для DNS-фильтра")
+        }
+        RejectReason::NarrowingModifier(m) => {
+            format!("модификатор ${m} не поддерживается, а без него правило блокировало бы больше")
+        }
+        RejectReason::DnsRewrite(v) => format!(
+            "$dnsrewrite={v} подменяет ответ; поддерживаются только NXDOMAIN и REFUSED (блокировка)"
+        ),
+        RejectReason::Cosmetic => {
+            "косметическое правило (скрытие элементов страницы) не относится к DNS".to_owned()
+        }
+        RejectReason::PathRule => {
+            "правило для пути, порта или параметров URL, а не для имени хоста".to_owned()
+        }
+        RejectReason::MatchesEverything => "правило подходит под любое имя".to_owned(),
+        RejectReason::BadRegex(e) => format!("регулярное выражение не поддерживается: {e}"),
+        RejectReason::HostsAddress(ip) => {
+            format!("строка hosts перенаправляет на {ip}: это не блокировка")
+        }
+        RejectReason::HostsNoName => "строка hosts без имени".to_owned(),
+        RejectReason::Rpz(what) => format!("RPZ: {what}"),
+        RejectReason::Unrecognized => {
+            "строка не похожа на правило ни одного поддерживаемого формата".to_owned()
+        }
+        RejectReason::TooManyPatterns => format!(
+            "больше {} правил с * или регулярными выражениями; это правило не используется",
+            qorgan_blocklists::MAX_PATTERNS
+        ),
+        other => other.to_string(),
+    }
+}
+
 /// Parses and compiles an own list. In a block list an `@@` exception has no meaning (there is
 /// nothing of the list's own for it to cancel): it is rejected with a hint to put it in the
 /// allow list. In the allow list every rule allows, whatever its syntax.
@@ -77,7 +121,7 @@ pub fn compile_list(kind: ListKind, text: &str) -> Result<CompiledList, ListProb
         .map(|r| LineError {
             line: r.line,
             text: line_text(r.line),
-            reason: r.reason.to_string(),
+            reason: reason_ru(&r.reason),
         })
         .collect();
     let (mut rules, mut patterns): (Vec<Rule>, Vec<PatternRule>) = (Vec::new(), Vec::new());
@@ -86,7 +130,7 @@ pub fn compile_list(kind: ListKind, text: &str) -> Result<CompiledList, ListProb
             rejected.push(LineError {
                 line: r.line,
                 text: line_text(r.line),
-                reason: "an @@ exception in the block list: put it in the allow list".to_owned(),
+                reason: EXCEPTION_IN_BLOCKLIST.to_owned(),
             });
         } else {
             rules.push(r);
@@ -97,7 +141,7 @@ pub fn compile_list(kind: ListKind, text: &str) -> Result<CompiledList, ListProb
             rejected.push(LineError {
                 line: p.line,
                 text: line_text(p.line),
-                reason: "an @@ exception in the block list: put it in the allow list".to_owned(),
+                reason: EXCEPTION_IN_BLOCKLIST.to_owned(),
             });
         } else {
             patterns.push(p);
@@ -108,8 +152,13 @@ pub fn compile_list(kind: ListKind, text: &str) -> Result<CompiledList, ListProb
     if count > MAX_OWN_RULES {
         return Err(ListProblem::TooManyRules(count));
     }
-    let (set, _) = build_own_sets((&rules, &patterns), (&[], &[]))
-        .map_err(|e| ListProblem::Compile(e.to_string()))?;
+    // build_own_sets moves a block list's `@@` rules to the allow set; in the allow list
+    // every rule allows. Either way the set wanted is the one of this list's own kind.
+    let set = match kind {
+        ListKind::Blocklist => build_own_sets((&rules, &patterns), (&[], &[])).map(|(b, _)| b),
+        ListKind::Allowlist => build_own_sets((&[], &[]), (&rules, &patterns)).map(|(_, a)| a),
+    }
+    .map_err(|e| ListProblem::Compile(e.to_string()))?;
     Ok(CompiledList {
         set,
         rules: count,
@@ -332,7 +381,7 @@ mod tests {
         let lines: Vec<u32> = c.rejected.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![3, 4]);
         assert!(
-            c.rejected[1].reason.contains("allow list"),
+            c.rejected[1].reason.contains("белый список"),
             "{:?}",
             c.rejected[1]
         );

@@ -11,6 +11,7 @@ mod abuse;
 mod billing;
 mod binary;
 mod cli;
+mod dnsfilter;
 mod errors;
 mod flow;
 mod measure;
