@@ -143,7 +143,13 @@ pub struct UsageView {
     pub bytes_out: u64,
     /// Sum of `amount_tiyn`.
     pub amount_tiyn: i64,
+    /// For the DNS filter service (kind `dns_filter`): the resolver's counts per day of the
+    /// period, as `GET /dns-filter/stats` has them.
+    pub dns: Option<Vec<super::dnsfilter::DayStats>>,
 }
+
+/// The service kind whose usage is the resolver's query counts.
+pub const DNS_FILTER_KIND: &str = "dns_filter";
 
 /// Usage statistics of one service for a period.
 #[utoipa::path(get, path = "/api/v1/services/{id}/usage", tag = "customer", security(("session" = [])),
@@ -161,7 +167,13 @@ pub(crate) async fn usage(
     let service = service_of(&app, &authed.account, id)?;
     let period = query_period(q.from.as_deref(), q.to.as_deref(), false)?;
     let records = app.billing().usage(service.id, period)?;
+    let dns = if service.kind == DNS_FILTER_KIND {
+        Some(super::dnsfilter::daily(&app, authed.account.id, period)?)
+    } else {
+        None
+    };
     Ok(Json(UsageView {
+        dns,
         service_id: service.id,
         from: period.from.to_string(),
         to: period.to.to_string(),

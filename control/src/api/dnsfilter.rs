@@ -665,6 +665,43 @@ fn epoch_day(d: time::Date) -> i64 {
     i64::from(d.to_julian_day()) - 2_440_588
 }
 
+/// The period's first and last second (unix), Asia/Almaty days.
+fn period_secs(period: crate::billing::Period) -> (i64, i64) {
+    let (first, last) = (epoch_day(period.from), epoch_day(period.to));
+    (
+        first * 86_400 - ALMATY_OFFSET_SECS,
+        (last + 1) * 86_400 - ALMATY_OFFSET_SECS,
+    )
+}
+
+/// Queries and blocked queries of every day of the period (zeros included), Asia/Almaty.
+pub(crate) fn daily(
+    app: &App,
+    account: crate::store::Id,
+    period: crate::billing::Period,
+) -> Result<Vec<DayStats>, ApiError> {
+    let (first, last) = (epoch_day(period.from), epoch_day(period.to));
+    let (start, end) = period_secs(period);
+    let mut days: BTreeMap<i64, (u64, u64)> = (first..=last).map(|d| (d, (0, 0))).collect();
+    for (hour, b) in &app.store().filters().usage(account, start, end)? {
+        let e = days
+            .entry((hour + ALMATY_OFFSET_SECS).div_euclid(86_400))
+            .or_default();
+        e.0 += b.queries;
+        e.1 += b.blocked;
+    }
+    Ok(days
+        .into_iter()
+        .map(|(d, (queries, blocked))| DayStats {
+            date: time::Date::from_julian_day(i32::try_from(d + 2_440_588).unwrap_or_default())
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            queries,
+            blocked,
+        })
+        .collect())
+}
+
 /// Query statistics for a period (default: the last 7 days, Asia/Almaty).
 #[utoipa::path(get, path = "/api/v1/dns-filter/stats", tag = "customer", security(("session" = [])),
     params(("from" = Option<String>, Query, description = "first day, ISO; default 6 days before `to`"),
@@ -694,21 +731,15 @@ pub(crate) async fn stats(
         false,
     )?;
     let (first, last) = (epoch_day(period.from), epoch_day(period.to));
-    let start = first * 86_400 - ALMATY_OFFSET_SECS;
-    let end = (last + 1) * 86_400 - ALMATY_OFFSET_SECS;
+    let days = daily(&app, authed.account.id, period)?;
     let filters = app.store().filters();
-    let buckets = filters.usage(authed.account.id, start, end)?;
-    let mut days: BTreeMap<i64, (u64, u64)> = (first..=last).map(|d| (d, (0, 0))).collect();
+    let (start, end) = period_secs(period);
     let mut by_category: BTreeMap<String, u64> = BTreeMap::new();
     let mut hours = Vec::new();
     let offset =
         time::UtcOffset::from_whole_seconds(i32::try_from(ALMATY_OFFSET_SECS).unwrap_or_default())
             .unwrap_or(time::UtcOffset::UTC);
-    for (hour, b) in &buckets {
-        let day = (hour + ALMATY_OFFSET_SECS).div_euclid(86_400);
-        let e = days.entry(day).or_default();
-        e.0 += b.queries;
-        e.1 += b.blocked;
+    for (hour, b) in &filters.usage(authed.account.id, start, end)? {
         for (c, n) in &b.by_category {
             *by_category.entry(c.clone()).or_default() += n;
         }
@@ -729,11 +760,6 @@ pub(crate) async fn stats(
             blocked: b.blocked,
         });
     }
-    let date_of = |d: i64| {
-        time::Date::from_julian_day(i32::try_from(d + 2_440_588).unwrap_or_default())
-            .map(|d| d.to_string())
-            .unwrap_or_default()
-    };
     let mut by_category: Vec<CategoryStats> = by_category
         .into_iter()
         .map(|(category, blocked)| CategoryStats { category, blocked })
@@ -742,16 +768,9 @@ pub(crate) async fn stats(
     Ok(Json(StatsView {
         from: period.from.to_string(),
         to: period.to.to_string(),
-        queries: days.values().map(|d| d.0).sum(),
-        blocked: days.values().map(|d| d.1).sum(),
-        days: days
-            .iter()
-            .map(|(d, (queries, blocked))| DayStats {
-                date: date_of(*d),
-                queries: *queries,
-                blocked: *blocked,
-            })
-            .collect(),
+        queries: days.iter().map(|d| d.queries).sum(),
+        blocked: days.iter().map(|d| d.blocked).sum(),
+        days,
         hours,
         by_category,
         top_blocked: filters

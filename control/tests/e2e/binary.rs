@@ -118,6 +118,12 @@ impl Qorgan {
         }
     }
 
+    /// SIGKILL (`kill -9`): no shutdown code runs.
+    pub(crate) fn kill(mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, then wait for a clean exit.
     pub(crate) fn stop(mut self) {
         let pid = self.child.id().to_string();

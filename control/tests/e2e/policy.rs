@@ -360,10 +360,29 @@ async fn cabinet_edits_reach_real_dns_queries_and_survive_a_restart() {
         b_stats["queries"], 2,
         "each account counts its own queries: {b_stats}"
     );
+    // The DNS filter service's usage is the same counts.
+    let (st, service) = call(
+        &q.base,
+        Method::POST,
+        "/api/v1/operator/accounts/7101/services",
+        Some(OPERATOR_TOKEN),
+        Some(json!({"kind": "dns_filter", "name": "DNS-фильтр", "monthly_fee_tiyn": 50_000})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{service}");
+    let path = format!("/api/v1/services/{}/usage", service["id"]);
+    let (_, usage) = call(&q.base, Method::GET, &path, Some(&token), None).await;
+    let dns_queries: u64 = usage["dns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["queries"].as_u64().unwrap())
+        .sum();
+    assert_eq!(dns_queries, stats["queries"].as_u64().unwrap(), "{usage}");
     let before = stats["queries"].as_u64().unwrap();
-    q.stop();
+    q.kill();
 
-    // A restart keeps the settings, the lists and the counters.
+    // A restart after kill -9 keeps the settings, the lists and the drained counters.
     let q = Qorgan::start(&config);
     let mut a = udp(q.dns, "127.0.0.1");
     assert!(blocked(&resolve(&mut a, "x.tracker.example").await));
@@ -460,10 +479,11 @@ async fn a_node_follows_the_cabinet_and_keeps_its_policy_while_control_is_down()
     .await;
     assert!(counted, "node usage reaches the control plane");
 
-    // Control plane away: the node keeps answering with the last policy, and after a restart.
-    q.stop();
+    // Control plane killed: the node keeps answering with the last policy, and after a kill -9
+    // and a restart of its own.
+    q.kill();
     assert!(blocked(&resolve(&mut n, "edge.example").await));
-    node.stop();
+    node.kill();
     let node = Qorgan::spawn(&refs, false);
     let mut n = udp(node.dns, "127.0.0.1");
     assert!(
