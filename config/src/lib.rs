@@ -167,6 +167,23 @@ pub struct DnsConfig {
     pub fast_path_workers: usize,
     /// Entries of the fast path's packet cache (split across workers); 0 disables it. Default 100 000.
     pub packet_cache_size: usize,
+    /// UDP answers per second per source prefix (response-rate limiting against reflection
+    /// with forged sources); 0 turns it off. Default 1 000: a whole business /24 behind one
+    /// prefix stays far below it, a flood at a victim's address does not.
+    pub rate_limit_qps: u32,
+    /// Answers a quiet prefix may get at once. Default 2 000.
+    pub rate_limit_burst: u32,
+    /// Every `slip`-th answer over the rate goes out as an empty TC=1 answer (a real client
+    /// retries over TCP), the others are dropped; 0 drops them all. Default 2.
+    pub rate_limit_slip: u32,
+    /// IPv4 sources are limited per prefix of this length. Default 24.
+    pub rate_limit_v4_prefix: u8,
+    /// IPv6 sources are limited per prefix of this length. Default 56.
+    pub rate_limit_v6_prefix: u8,
+    /// Limit loopback sources too. Default false: a forged source can never be a loopback
+    /// address (the kernel drops such packets from the network), and local tools and load
+    /// tests must not be throttled.
+    pub rate_limit_loopback: bool,
 }
 
 impl Default for DnsConfig {
@@ -185,6 +202,12 @@ impl Default for DnsConfig {
             fast_path: true,
             fast_path_workers: 0,
             packet_cache_size: 100_000,
+            rate_limit_qps: 1_000,
+            rate_limit_burst: 2_000,
+            rate_limit_slip: 2,
+            rate_limit_v4_prefix: 24,
+            rate_limit_v6_prefix: 56,
+            rate_limit_loopback: false,
         }
     }
 }
@@ -447,6 +470,91 @@ pub struct CaptchaConfig {
     pub secret: String,
     /// The verification endpoint. Default Google's siteverify.
     pub verify_url: String,
+    /// The widget script the registration page loads (with `?render=explicit&onload=…`).
+    /// `https://`, or `http://` on a loopback host only (a local stand-in in tests). Default
+    /// Google's `api.js`. With `provider = "recaptcha"` the page's Content-Security-Policy
+    /// allows scripts and frames from its origin and folder.
+    pub script_url: String,
+}
+
+impl CaptchaConfig {
+    /// The Content-Security-Policy source of `script_url`: `scheme://host[:port]/folder/`
+    /// (lower-case scheme and host), or `None` when `script_url` is not a usable URL.
+    pub fn script_source(&self) -> Option<String> {
+        script_source(&self.script_url).ok()
+    }
+}
+
+/// Checks a captcha script URL and returns its CSP source (`scheme://host[:port]/folder/`).
+/// Only `https://` is accepted, or `http://` on a loopback host; no user info, no fragment and
+/// none of the characters that would end a CSP source list (`;`, `,`, quotes, spaces).
+fn script_source(url: &str) -> Result<String, String> {
+    if let Some(c) = url
+        .chars()
+        .find(|&c| !c.is_ascii_graphic() || ";,'\"<>\\`#^{}|".contains(c))
+    {
+        return Err(format!(
+            "`{url}` contains {c:?}, which a script URL must not"
+        ));
+    }
+    let lower = url.to_ascii_lowercase();
+    let (scheme, rest) = if lower.starts_with("https://") {
+        ("https", &url[8..])
+    } else if lower.starts_with("http://") {
+        ("http", &url[7..])
+    } else {
+        return Err(format!("`{url}` must start with https://"));
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = rest[..authority_end].to_ascii_lowercase();
+    let after = &rest[authority_end..];
+    let path = &after[..after.find('?').unwrap_or(after.len())];
+    if authority.contains('@') {
+        return Err(format!("`{url}` must not carry user info"));
+    }
+    // `host[:port]` or `[v6][:port]`.
+    let (host, port, v6) = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let Some((inside, tail)) = bracketed.split_once(']') else {
+                return Err(format!("`{url}` has an unclosed [IPv6] host"));
+            };
+            if inside.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!("`{url}` has an invalid IPv6 host"));
+            }
+            match tail.strip_prefix(':') {
+                Some(p) => (inside, Some(p), true),
+                None if tail.is_empty() => (inside, None, true),
+                None => return Err(format!("`{url}` has text after its [IPv6] host")),
+            }
+        }
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p), false),
+            None => (authority.as_str(), None, false),
+        },
+    };
+    let host_ok = v6
+        || (!host.is_empty()
+            && !host.starts_with(['.', '-'])
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'));
+    if !host_ok {
+        return Err(format!("`{url}` has no valid host"));
+    }
+    if port.is_some_and(|p| p.parse::<u16>().map_or(true, |n| n == 0)) {
+        return Err(format!("`{url}` has an invalid port"));
+    }
+    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if scheme == "http" && !loopback {
+        return Err(format!(
+            "`{url}` must use https:// (http:// only on a loopback host, for tests)"
+        ));
+    }
+    let folder = match path.rfind('/') {
+        Some(i) => &path[..=i],
+        None => "/",
+    };
+    Ok(format!("{scheme}://{authority}{folder}"))
 }
 
 impl Default for CaptchaConfig {
@@ -456,6 +564,7 @@ impl Default for CaptchaConfig {
             site_key: String::new(),
             secret: String::new(),
             verify_url: "https://www.google.com/recaptcha/api/siteverify".to_owned(),
+            script_url: "https://www.google.com/recaptcha/api.js".to_owned(),
         }
     }
 }
@@ -578,6 +687,25 @@ impl Config {
         }
         if self.dns.max_in_flight == 0 {
             bad("dns.max_in_flight", "must be at least 1".to_owned());
+        }
+        if self.dns.rate_limit_qps > 0 && self.dns.rate_limit_burst < self.dns.rate_limit_qps / 10 {
+            bad(
+                "dns.rate_limit_burst",
+                "must be at least a tenth of rate_limit_qps (a second's answers arrive in bursts)"
+                    .to_owned(),
+            );
+        }
+        if !(8..=32).contains(&self.dns.rate_limit_v4_prefix) {
+            bad(
+                "dns.rate_limit_v4_prefix",
+                "must be between 8 and 32".to_owned(),
+            );
+        }
+        if !(16..=128).contains(&self.dns.rate_limit_v6_prefix) {
+            bad(
+                "dns.rate_limit_v6_prefix",
+                "must be between 16 and 128".to_owned(),
+            );
         }
         if !(1..=3600).contains(&self.dns.tcp_idle_timeout_secs) {
             bad(
@@ -710,6 +838,9 @@ impl Config {
                 "captcha.secret",
                 "provider = \"recaptcha\" needs secret and site_key".to_owned(),
             );
+        }
+        if let Err(e) = script_source(&self.captcha.script_url) {
+            bad("captcha.script_url", e);
         }
         if self.auth.session_ttl_secs == 0
             || self.auth.remember_ttl_secs < self.auth.session_ttl_secs
@@ -849,6 +980,60 @@ mod tests {
     fn unreadable_file_names_the_path() {
         let err = Config::load(Path::new("/nonexistent/qorgan.toml")).expect_err("no file");
         assert!(err.to_string().contains("/nonexistent/qorgan.toml"));
+    }
+
+    #[test]
+    fn captcha_script_url_is_https_or_loopback_http() {
+        let source = |url: &str| script_source(url);
+        assert_eq!(
+            Config::default().captcha.script_source().as_deref(),
+            Some("https://www.google.com/recaptcha/")
+        );
+        assert_eq!(
+            source("HTTPS://WWW.Recaptcha.net/recaptcha/api.js?hl=ru").as_deref(),
+            Ok("https://www.recaptcha.net/recaptcha/")
+        );
+        assert_eq!(
+            source("http://127.0.0.1:8123/api.js").as_deref(),
+            Ok("http://127.0.0.1:8123/")
+        );
+        assert_eq!(
+            source("http://localhost:9/x/y/api.js").as_deref(),
+            Ok("http://localhost:9/x/y/")
+        );
+        assert_eq!(
+            source("http://[::1]:9/api.js").as_deref(),
+            Ok("http://[::1]:9/")
+        );
+        assert_eq!(
+            source("https://captcha.example").as_deref(),
+            Ok("https://captcha.example/")
+        );
+        for bad in [
+            "",
+            "www.google.com/recaptcha/api.js",
+            "http://www.google.com/recaptcha/api.js",
+            "http://10.0.0.1/api.js",
+            "ftp://127.0.0.1/api.js",
+            "https://user@www.google.com/api.js",
+            "https:///api.js",
+            "https://www.google.com:0/api.js",
+            "https://www.google.com:99999/api.js",
+            "https://a.example/api.js; script-src *",
+            "https://a.example/api.js,x",
+            "https://a.example/api.js#x",
+            "https://a.example/'unsafe-inline'",
+            "https://[::1/api.js",
+        ] {
+            assert!(source(bad).is_err(), "{bad} must be refused");
+        }
+        let err = Config::from_toml(
+            "[captcha]\nscript_url = \"http://captcha.example/api.js\"\n",
+            "e.toml",
+        )
+        .expect_err("must fail");
+        let text = err.to_string();
+        assert!(text.starts_with("e.toml:2: captcha.script_url:"), "{text}");
     }
 
     #[test]

@@ -8,12 +8,13 @@
 //! `GET /assets/{file}` (the page's scripts, style sheet and images).
 //!
 //! Every answer carries a strict Content-Security-Policy (`default-src 'self'`, no inline script
-//! or style, `frame-ancestors 'none'`), `X-Content-Type-Options: nosniff` and
-//! `Referrer-Policy: same-origin`. `same-origin` rather than `no-referrer` on purpose: under
-//! `no-referrer` a browser sends `Origin: null` on same-origin `POST`s, which the API's CSRF guard
-//! (rightly) refuses. Files are revalidated on every load (`Cache-Control: no-cache` with a
-//! content `ETag`, `304` when it matches), so an upgraded binary is picked up at once while an
-//! unchanged page costs a round trip and no bytes.
+//! or style, `frame-ancestors 'none'`; with `captcha.provider = "recaptcha"` it also lets in
+//! the widget's script and frames, see [`content_security_policy`]),
+//! `X-Content-Type-Options: nosniff` and `Referrer-Policy: same-origin`. `same-origin` rather
+//! than `no-referrer` on purpose: under `no-referrer` a browser sends `Origin: null` on
+//! same-origin `POST`s, which the API's CSRF guard (rightly) refuses. Files are revalidated on
+//! every load (`Cache-Control: no-cache` with a content `ETag`, `304` when it matches), so an
+//! upgraded binary is picked up at once while an unchanged page costs a round trip and no bytes.
 
 use std::sync::OnceLock;
 
@@ -21,16 +22,89 @@ use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
 use sha2::{Digest, Sha256};
+
+use qorgan_config::{CaptchaProvider, Config};
 
 use crate::api::ApiError;
 use crate::App;
 
-/// The Content-Security-Policy of every page and asset.
+/// The Content-Security-Policy of every page and asset when no captcha widget is shown
+/// (`captcha.provider = "none"`).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
 style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
 form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
+
+/// [`CONTENT_SECURITY_POLICY`] as directives, in its order, for [`content_security_policy`]
+/// to extend (a unit test proves the two agree).
+const DIRECTIVES: &[(&str, &str)] = &[
+    ("default-src", "'self'"),
+    ("script-src", "'self'"),
+    ("style-src", "'self'"),
+    ("img-src", "'self' data:"),
+    ("connect-src", "'self'"),
+    ("font-src", "'self'"),
+    ("form-action", "'self'"),
+    ("frame-ancestors", "'none'"),
+    ("base-uri", "'none'"),
+    ("object-src", "'none'"),
+];
+
+/// The Content-Security-Policy of the page for `config`, computed once when the routes are
+/// built. With `captcha.provider = "none"` it is [`CONTENT_SECURITY_POLICY`], byte for byte.
+/// With `"recaptcha"`, `script-src` and a `frame-src` (which otherwise falls back to
+/// `default-src 'self'`) also allow the origin and folder of `captcha.script_url`
+/// (`https://www.google.com/recaptcha/` by default), plus, for Google's own hosts, what their
+/// `api.js` pulls in: the widget code from `https://www.gstatic.com/recaptcha/` and the
+/// challenge frames from `https://recaptcha.google.com/recaptcha/` (the sources Google's
+/// reCAPTCHA FAQ gives for a CSP). `connect-src` stays `'self'`: the v2 checkbox does its
+/// requests from inside its frames. Every other directive, `frame-ancestors 'none'` included,
+/// is unchanged.
+pub fn content_security_policy(config: &Config) -> String {
+    let captcha = &config.captcha;
+    let source = match (captcha.provider, captcha.script_source()) {
+        (CaptchaProvider::Recaptcha, Some(source)) => source,
+        (CaptchaProvider::Recaptcha, None) => {
+            tracing::warn!(
+                script_url = %captcha.script_url,
+                "captcha.script_url is not a usable URL: the page's policy will block the widget"
+            );
+            return CONTENT_SECURITY_POLICY.to_owned();
+        }
+        (CaptchaProvider::None, _) => return CONTENT_SECURITY_POLICY.to_owned(),
+    };
+    let mut scripts = vec![source.clone()];
+    let mut frames = vec![source.clone()];
+    if source.starts_with("https://www.google.com/")
+        || source.starts_with("https://www.recaptcha.net/")
+    {
+        scripts.push("https://www.gstatic.com/recaptcha/".to_owned());
+    }
+    if source.starts_with("https://www.google.com/") {
+        frames.push("https://recaptcha.google.com/recaptcha/".to_owned());
+    }
+    let mut parts = Vec::with_capacity(DIRECTIVES.len() + 1);
+    for &(name, value) in DIRECTIVES {
+        match name {
+            "script-src" => parts.push(format!("{name} {value} {}", scripts.join(" "))),
+            "form-action" => {
+                // frame-src joins the other fetch directives, before the navigation ones.
+                parts.push(format!("frame-src 'self' {}", frames.join(" ")));
+                parts.push(format!("{name} {value}"));
+            }
+            _ => parts.push(format!("{name} {value}")),
+        }
+    }
+    parts.join("; ")
+}
+
+/// The headers computed once per router from the configuration.
+#[derive(Clone)]
+struct PageHeaders {
+    csp: HeaderValue,
+}
 
 /// One embedded file.
 struct Asset {
@@ -86,23 +160,31 @@ fn etags() -> &'static [String] {
 }
 
 /// The page's routes, merged into the API router (which adds the state and the outer layers).
-pub(crate) fn routes() -> Router<App> {
+/// The Content-Security-Policy is computed here, once, from `config`.
+pub(crate) fn routes(config: &Config) -> Router<App> {
+    let csp = HeaderValue::from_str(&content_security_policy(config))
+        .unwrap_or_else(|_| HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     Router::new()
         .route("/", get(page))
         .route("/reset-password", get(page))
         .route("/confirm-email", get(page))
         .route("/assets/{file}", get(asset))
+        .layer(Extension(PageHeaders { csp }))
 }
 
-async fn page(headers: HeaderMap) -> Response {
-    serve("index.html", &headers)
+async fn page(Extension(page): Extension<PageHeaders>, headers: HeaderMap) -> Response {
+    serve("index.html", &headers, &page)
 }
 
-async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
+async fn asset(
+    Extension(page): Extension<PageHeaders>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if file == "index.html" {
         return not_found();
     }
-    serve(&file, &headers)
+    serve(&file, &headers, &page)
 }
 
 fn not_found() -> Response {
@@ -110,7 +192,7 @@ fn not_found() -> Response {
 }
 
 /// Answers with the named asset, or `304` when the client's `If-None-Match` already names it.
-fn serve(name: &str, headers: &HeaderMap) -> Response {
+fn serve(name: &str, headers: &HeaderMap, page: &PageHeaders) -> Response {
     let Some(i) = ASSETS.iter().position(|a| a.name == name) else {
         return not_found();
     };
@@ -135,10 +217,7 @@ fn serve(name: &str, headers: &HeaderMap) -> Response {
         h.insert(header::ETAG, v);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, page.csp.clone());
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -218,7 +297,7 @@ mod tests {
     }
 
     fn test_app(dir: &std::path::Path) -> App {
-        let mut config = qorgan_config::Config::default();
+        let mut config = Config::default();
         config.storage.data_dir = dir.to_owned();
         App::open(&config, &prometheus::Registry::new(), true).expect("open app")
     }
@@ -240,6 +319,42 @@ mod tests {
         assert!(CONTENT_SECURITY_POLICY.contains("frame-ancestors 'none'"));
         assert!(!CONTENT_SECURITY_POLICY.contains("unsafe-"));
         app.close().await.expect("close");
+    }
+
+    #[test]
+    fn the_policy_opens_for_the_captcha_script_only_with_recaptcha() {
+        let joined: Vec<String> = DIRECTIVES.iter().map(|(n, v)| format!("{n} {v}")).collect();
+        assert_eq!(joined.join("; "), CONTENT_SECURITY_POLICY);
+
+        let mut config = Config::default();
+        config.captcha.script_url = "http://127.0.0.1:4567/stand-in/api.js".to_owned();
+        assert_eq!(content_security_policy(&config), CONTENT_SECURITY_POLICY);
+
+        config.captcha.provider = CaptchaProvider::Recaptcha;
+        let local = content_security_policy(&config);
+        assert_eq!(
+            local,
+            "default-src 'self'; script-src 'self' http://127.0.0.1:4567/stand-in/; \
+             style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
+             frame-src 'self' http://127.0.0.1:4567/stand-in/; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+        );
+
+        config.captcha.script_url = qorgan_config::CaptchaConfig::default().script_url;
+        let google = content_security_policy(&config);
+        assert!(google.contains(
+            "script-src 'self' https://www.google.com/recaptcha/ https://www.gstatic.com/recaptcha/;"
+        ));
+        assert!(google.contains(
+            "frame-src 'self' https://www.google.com/recaptcha/ https://recaptcha.google.com/recaptcha/;"
+        ));
+        assert!(google.contains("frame-ancestors 'none'"));
+        assert!(!google.contains("unsafe-"));
+        assert!(HeaderValue::from_str(&google).is_ok());
+
+        // An unusable URL (never past validation) opens nothing.
+        config.captcha.script_url = "https://x.example/a.js; script-src *".to_owned();
+        assert_eq!(content_security_policy(&config), CONTENT_SECURITY_POLICY);
     }
 
     #[tokio::test]

@@ -1,10 +1,11 @@
 // The screens before login (seed sections 1–3): authorization (Рисунок 2), registration
 // (Рисунок 4, hints of Рисунок 8), the success notice (Рисунок 5), password recovery, the reset
-// form the emailed link opens, and the sub-user email confirmation.
+// form the emailed link opens, and the sub-user email confirmation. The registration form
+// carries the «Я не робот» captcha of Рисунок 8 when the server has one on (GET /captcha).
 
 import { api } from "./api.js";
 import { t } from "./i18n.js";
-import { h, mount, field, checkbox, notice, wireForm, errorText } from "./dom.js";
+import { h, mount, field, checkbox, notice, wireForm, errorText, nextId } from "./dom.js";
 import { iinProblem, emailOk, phoneOk, passwordOk } from "./format.js";
 
 /** The centred card every pre-login screen sits in, with the brand and the language switch. */
@@ -68,6 +69,114 @@ export function login(ctx) {
   return card(ctx, "login.title", form);
 }
 
+// ---------------------------------------------------------------- the registration captcha
+
+let captchaSettings = null;
+
+/** The server's captcha settings ({provider, site_key, script_url}), asked once per page load
+ * (again after a failure). */
+function captchaConfig() {
+  if (!captchaSettings) {
+    captchaSettings = api("GET", "/captcha").catch((err) => {
+      captchaSettings = null;
+      throw err;
+    });
+  }
+  return captchaSettings;
+}
+
+const RECAPTCHA_ONLOAD = "qorganRecaptchaReady";
+const RECAPTCHA_TIMEOUT_MS = 20000;
+let recaptchaLoading = null;
+
+/** Loads the widget script once, from `script_url` (the page's CSP admits it only when the
+ * captcha is on), in explicit-render mode; resolves to `window.grecaptcha` when its onload
+ * callback runs. A failed load may be retried by the next render of the form. */
+function loadRecaptcha(url) {
+  if (!recaptchaLoading) {
+    recaptchaLoading = new Promise((resolve, reject) => {
+      const ready = window.grecaptcha;
+      if (ready && typeof ready.render === "function") {
+        resolve(ready);
+        return;
+      }
+      let script = null;
+      const fail = () => {
+        clearTimeout(timer);
+        delete window[RECAPTCHA_ONLOAD];
+        if (script) script.remove();
+        recaptchaLoading = null;
+        reject(new Error("captcha script did not load"));
+      };
+      const timer = setTimeout(fail, RECAPTCHA_TIMEOUT_MS);
+      window[RECAPTCHA_ONLOAD] = () => {
+        clearTimeout(timer);
+        delete window[RECAPTCHA_ONLOAD];
+        resolve(window.grecaptcha);
+      };
+      const src = url + (url.includes("?") ? "&" : "?") + "render=explicit&onload=" + RECAPTCHA_ONLOAD;
+      script = h("script", { src, async: true, onerror: fail });
+      document.head.appendChild(script);
+    });
+  }
+  return recaptchaLoading;
+}
+
+/**
+ * The «Я не робот» field: hidden, and never sent, unless the server's provider is "recaptcha".
+ * Like field(), a `data-field` wrapper with an error slot, so that wireForm shows an API error
+ * whose field is `captcha` next to the widget.
+ */
+function captchaField() {
+  const errId = nextId("f-captcha") + "-err";
+  const slot = h("div", { class: "captcha-widget" });
+  const error = h("p", { class: "field-error", id: errId, role: "alert", hidden: true });
+  const wrap = h("div", { class: "field", "data-field": "captcha", role: "group", "aria-label": t("reg.captcha"), "aria-describedby": errId, hidden: true }, slot, error);
+  const state = { on: false, g: null, widget: null, broken: false };
+  const showError = (text) => {
+    wrap.classList.toggle("has-error", !!text);
+    error.hidden = !text;
+    error.textContent = text || "";
+  };
+  const clearError = () => showError(null);
+  captchaConfig()
+    .then(async (cfg) => {
+      if (!cfg || cfg.provider !== "recaptcha") return;
+      state.on = true;
+      wrap.hidden = false;
+      const g = await loadRecaptcha(cfg.script_url);
+      state.widget = g.render(slot, { sitekey: cfg.site_key, callback: clearError });
+      state.g = g;
+    })
+    .catch(() => {
+      // Without the settings the form goes as without a captcha; a server that wants one
+      // answers captcha_failed, which reveal() below makes visible.
+      if (!state.on) return;
+      state.broken = true;
+      showError(t("reg.captcha_unavailable"));
+    });
+  return {
+    wrap,
+    /** The dictionary key of what keeps the form from being sent, or null. */
+    problem() {
+      if (!state.on) return null;
+      if (!state.g) return state.broken ? "reg.captcha_unavailable" : "reg.captcha_loading";
+      return this.token() ? null : "err.captcha_failed";
+    },
+    /** The response token for POST /register, or undefined when no captcha is on. */
+    token() {
+      return state.g ? state.g.getResponse(state.widget) || "" : undefined;
+    },
+    /** A token is good for one verification: a failed attempt needs a fresh tick. */
+    reset() {
+      if (state.g) state.g.reset(state.widget);
+    },
+    reveal() {
+      wrap.hidden = false;
+    },
+  };
+}
+
 /** Рисунок 4 with the hints of section 3 (Рисунок 8). */
 export function register(ctx) {
   const msg = box();
@@ -84,12 +193,14 @@ export function register(ctx) {
   );
   const contract = field({ name: "contract_number", label: "reg.contract", required: true, placeholder: "reg.contract_ph", maxlength: 64, after: hint });
   const iin = field({ name: "iin_bin", label: "reg.iin", required: true, placeholder: "reg.iin_ph", inputmode: "numeric", maxlength: 14, hint: "reg.iin_hint" });
+  const captcha = captchaField();
   const form = h(
     "form",
     { class: "form" },
     msg,
     h("div", { class: "grid-2" }, fullName, company, email, phone),
     h("fieldset", { class: "fieldset" }, h("legend", {}, t("reg.auth_data")), h("div", { class: "grid-2" }, contract, iin)),
+    captcha.wrap,
     h("p", { class: "muted small" }, t("app.required_note")),
     h("button", { type: "submit", class: "btn btn-primary btn-block" }, t("reg.submit")),
     h("p", { class: "center small" }, t("reg.have_account"), " ", h("a", { href: "#/login", class: "link" }, t("reg.to_login"))),
@@ -101,6 +212,7 @@ export function register(ctx) {
       phone: !phone.input.value.trim() ? "v.required" : phoneOk(phone.input.value) ? null : "v.phone",
       contract_number: contract.input.value.trim() ? null : "v.required",
       iin_bin: iin.input.value.trim() ? iinProblem(iin.input.value) : "v.required",
+      captcha: captcha.problem(),
     }),
     submit: async () => {
       const body = {
@@ -110,6 +222,7 @@ export function register(ctx) {
         phone: phone.input.value.trim(),
         contract_number: contract.input.value.trim(),
         iin_bin: iin.input.value.replace(/[\s-]/g, ""),
+        captcha: captcha.token(),
       };
       try {
         const res = await api("POST", "/register", body);
@@ -118,6 +231,9 @@ export function register(ctx) {
       } catch (err) {
         // Рисунок 8: a contract that does not match opens the hint under the field.
         if (err.code === "contract_not_matched") hint.open = true;
+        // The token was spent (or refused): the next attempt needs a fresh tick.
+        captcha.reset();
+        if (err.field === "captcha") captcha.reveal();
         throw err;
       }
     },

@@ -47,6 +47,9 @@ const ru = {
   "reg.submit": "Продолжить",
   "reg.have_account": "Уже зарегистрированы?",
   "reg.to_login": "Войти",
+  "reg.captcha": "Проверка «Я не робот»",
+  "reg.captcha_loading": "Проверка «Я не робот» ещё загружается. Подождите немного и повторите.",
+  "reg.captcha_unavailable": "Не удалось загрузить проверку «Я не робот». Обновите страницу или попробуйте позже.",
 
   "done.title": "Регистрация в личном кабинете",
   "done.dear": "Уважаемый(ая) {name}, спасибо за регистрацию!",
@@ -403,6 +406,9 @@ const kk = {
   "reg.submit": "Жалғастыру",
   "reg.have_account": "Тіркелгенсіз бе?",
   "reg.to_login": "Кіру",
+  "reg.captcha": "«Мен робот емеспін» тексеруі",
+  "reg.captcha_loading": "«Мен робот емеспін» тексеруі әлі жүктелуде. Сәл күтіп, қайталаңыз.",
+  "reg.captcha_unavailable": "«Мен робот емеспін» тексеруін жүктеу мүмкін болмады. Бетті жаңартыңыз немесе кейінірек қайталаңыз.",
 
   "done.title": "Жеке кабинетте тіркелу",
   "done.dear": "Құрметті {name}, тіркелгеніңіз үшін рахмет!",
@@ -759,6 +765,9 @@ const en = {
   "reg.submit": "Continue",
   "reg.have_account": "Already registered?",
   "reg.to_login": "Log in",
+  "reg.captcha": "“I'm not a robot” check",
+  "reg.captcha_loading": "The “I'm not a robot” check is still loading. Wait a moment and try again.",
+  "reg.captcha_unavailable": "The “I'm not a robot” check could not be loaded. Reload the page or try again later.",
 
   "done.title": "Cabinet registration",
   "done.dear": "Dear {name}, thank you for registering!",

@@ -20,6 +20,7 @@ use qorgan_config::UnknownClients;
 
 use crate::answer::{EDE_BLOCKED, EDE_OPTION_CODE, MAX_UDP_PAYLOAD};
 use crate::metrics::{DnsMetrics, Outcome, Proto, QtypeClass};
+use crate::rrl::{truncated_answer, RateDecision, RateLimitOptions, RateLimiter};
 use crate::store::SnapshotStore;
 use crate::usage::BlockedSample;
 
@@ -227,6 +228,7 @@ pub struct FastPath {
     block_ttl: u32,
     cache: PacketCache,
     epoch: Instant,
+    rrl: RateLimiter,
 }
 
 impl FastPath {
@@ -245,7 +247,16 @@ impl FastPath {
             block_ttl: dns.block_ttl,
             cache: PacketCache::new(cache_entries),
             epoch: Instant::now(),
+            rrl: RateLimiter::new(RateLimitOptions::from_config(dns), 1),
         }
+    }
+
+    /// This worker enforces `1 / workers` of the configured per-prefix rate (the sources'
+    /// datagrams spread over the workers' `SO_REUSEPORT` sockets).
+    #[must_use]
+    pub fn with_rate_share(mut self, dns: &qorgan_config::DnsConfig, workers: usize) -> Self {
+        self.rrl = RateLimiter::new(RateLimitOptions::from_config(dns), workers);
+        self
     }
 
     /// Seconds since this fast path started (the cache's clock).
@@ -279,6 +290,23 @@ impl FastPath {
                 }
             },
         };
+        let now_ms =
+            u64::try_from(started.duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
+        match self.rrl.check(src, now_ms) {
+            RateDecision::Pass => {}
+            RateDecision::Slip => {
+                self.metrics.record_rate_limited(true);
+                return match parse(query).and_then(|p| truncated_answer(query, p.name_end + 4, out))
+                {
+                    Some(n) => FastOutcome::Reply(n),
+                    None => FastOutcome::Drop,
+                };
+            }
+            RateDecision::Drop => {
+                self.metrics.record_rate_limited(false);
+                return FastOutcome::Drop;
+            }
+        }
         let Some(parsed) = parse(query) else {
             return FastOutcome::Slow(None);
         };

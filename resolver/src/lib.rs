@@ -41,6 +41,7 @@ mod handler;
 mod listeners;
 pub mod metrics;
 pub mod pull;
+pub mod rrl;
 mod source;
 mod store;
 mod udp;

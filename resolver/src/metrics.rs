@@ -207,6 +207,8 @@ pub struct DnsMetrics {
     upstream_errors: Vec<IntCounter>,
     upstream_latency: Histogram,
     overload_drops: IntCounter,
+    rate_slipped: IntCounter,
+    rate_dropped: IntCounter,
     snapshot_generation: IntGauge,
     lists_generation: IntGauge,
     list_domains: IntGaugeVec,
@@ -297,6 +299,14 @@ impl DnsMetrics {
                 "qorgan_dns_overload_drops_total",
                 "Queries refused service because dns.max_in_flight queries were already being answered",
             )?,
+            rate_slipped: counter(
+                "qorgan_dns_rate_limited_slipped_total",
+                "Answers over a source prefix's rate sent as an empty TC=1 answer (slip)",
+            )?,
+            rate_dropped: counter(
+                "qorgan_dns_rate_limited_dropped_total",
+                "Answers over a source prefix's rate not sent at all",
+            )?,
             snapshot_generation: gauge(
                 "qorgan_policy_snapshot_generation",
                 "Generation of the policy snapshot in use (bumped by every list or account change)",
@@ -324,6 +334,8 @@ impl DnsMetrics {
             Box::new(metrics.upstream_queries.clone()),
             Box::new(metrics.upstream_latency.clone()),
             Box::new(metrics.overload_drops.clone()),
+            Box::new(metrics.rate_slipped.clone()),
+            Box::new(metrics.rate_dropped.clone()),
             Box::new(metrics.snapshot_generation.clone()),
             Box::new(metrics.lists_generation.clone()),
             Box::new(metrics.list_reloads.clone()),
@@ -358,6 +370,15 @@ impl DnsMetrics {
             .and_then(|i| self.latency.get(i))
         {
             h.observe(seconds);
+        }
+    }
+
+    /// Counts an answer the rate limiter held back: `slipped` when it went out truncated.
+    pub fn record_rate_limited(&self, slipped: bool) {
+        if slipped {
+            self.rate_slipped.inc();
+        } else {
+            self.rate_dropped.inc();
         }
     }
 

@@ -121,7 +121,8 @@ pub(crate) fn start(
                 setup.store.clone(),
                 setup.metrics.clone(),
                 cache_each,
-            );
+            )
+            .with_rate_share(setup.dns, per_addr);
             let slow = Arc::new(SlowContext {
                 handler: setup.handler.clone(),
                 metrics: setup.metrics.clone(),

@@ -7,7 +7,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, operator, waitForMail, launchBrowser, watchProblems, shoot, dig } from "./harness.mjs";
+import { startServer, startCaptchaStandIn, operator, waitForMail, launchBrowser, watchProblems, shoot, dig } from "./harness.mjs";
 
 const ACCOUNT = "4445";
 const CONTRACT = "КТС-4445/10";
@@ -47,11 +47,11 @@ after(async () => {
   if (server) await server.stop();
 });
 
-async function fillRegistration(p, { contract = CONTRACT, iin = IIN } = {}) {
-  await p.goto(server.base + "/#/register");
+async function fillRegistration(p, { contract = CONTRACT, iin = IIN, base = server.base, email = OWNER_EMAIL } = {}) {
+  await p.goto(base + "/#/register");
   await p.getByLabel("ФИО").fill("Айгерим Сапарова");
   await p.getByLabel("Наименование компании").fill("ТОО «Пример»");
-  await p.getByLabel("Email").fill(OWNER_EMAIL);
+  await p.getByLabel("Email").fill(email);
   await p.getByLabel("Сотовый телефон").fill("+7 701 234 56 78");
   await p.getByLabel("№ договора с провайдером").fill(contract);
   await p.getByLabel("ИИН/БИН").fill(iin);
@@ -636,4 +636,88 @@ test("forgot password: the emailed link opens the reset form and the new passwor
   await logIn(page, ACCOUNT, "Sbroshen-parol-77");
   await page.locator(".facts").waitFor();
   assert.deepEqual(problems, [], "console errors or CSP violations");
+});
+
+test("with reCAPTCHA on, the registration form shows «Я не робот» and registers only once it is ticked", async () => {
+  const TOKEN = "stand-in-token-ok";
+  const google = await startCaptchaStandIn({ secret: "web-captcha-secret", token: TOKEN });
+  let second = null;
+  let p = null;
+  try {
+    second = await startServer({
+      captcha: {
+        provider: "recaptcha",
+        site_key: "web-site-key",
+        secret: "web-captcha-secret",
+        verify_url: google.verifyUrl,
+        script_url: google.scriptUrl,
+      },
+    });
+    await operator(second, "POST", "/accounts", { account_number: "4446", contract_number: "КТС-4446/10", iin_bin: IIN, name: "Айгерим Сапарова" });
+
+    const info = await (await fetch(second.base + "/api/v1/captcha")).json();
+    assert.deepEqual(info, { provider: "recaptcha", site_key: "web-site-key", script_url: google.scriptUrl });
+    const csp = (await fetch(second.base + "/")).headers.get("content-security-policy");
+    assert.ok(csp.includes(`script-src 'self' ${google.origin}/recaptcha/;`), csp);
+    assert.ok(csp.includes(`frame-src 'self' ${google.origin}/recaptcha/;`), csp);
+    assert.match(csp, /frame-ancestors 'none'/);
+    const plain = (await fetch(server.base + "/")).headers.get("content-security-policy");
+    assert.ok(!plain.includes(google.origin) && !plain.includes("frame-src"), "no captcha, no opening: " + plain);
+
+    p = await browser.context.newPage();
+    p.setDefaultTimeout(8000);
+    const probs = watchProblems(p);
+    const posts = [];
+    p.on("request", (req) => {
+      if (req.method() === "POST" && req.url().endsWith("/api/v1/register")) posts.push(req.postDataJSON());
+    });
+    await fillRegistration(p, { base: second.base, contract: "КТС-4446/10", email: "robot-check@example.kz" });
+    const widget = p.locator('[data-field="captcha"]');
+    const tick = widget.getByLabel("I'm not a robot");
+    await tick.waitFor();
+    assert.equal(await widget.locator(".stand-in-recaptcha").getAttribute("data-sitekey"), "web-site-key");
+    const captchaError = fieldError(p, "captcha");
+    const submit = p.getByRole("button", { name: "Продолжить" });
+
+    // Not ticked: the error is next to the widget, and nothing is sent.
+    await submit.click();
+    await captchaError.waitFor();
+    assert.match(await captchaError.textContent(), /не робот/);
+    assert.deepEqual(posts, []);
+    await shoot(p, "34-register-captcha-not-ticked", { scrollTo: widget });
+
+    // Ticked, but the verifier refuses the token (expired or reused): the server's
+    // captcha_failed lands next to the widget, and the widget is reset for a fresh tick.
+    google.accept = false;
+    await tick.check();
+    assert.equal(await captchaError.isVisible(), false, "ticking clears the error");
+    const refused = p.waitForResponse((r) => r.url().endsWith("/api/v1/register"));
+    await submit.click();
+    assert.equal((await refused).status(), 400);
+    await p.waitForFunction(() => !document.querySelector("form[aria-busy]"));
+    assert.equal(posts.length, 1);
+    assert.equal(posts[0].captcha, TOKEN);
+    assert.equal(google.verifications.length, 1);
+    assert.equal(await captchaError.isVisible(), true);
+    assert.match(await captchaError.textContent(), /не робот/);
+    assert.equal(await tick.isChecked(), false, "grecaptcha.reset after a failed attempt");
+
+    // Ticked again and accepted: registered, with the notice of Рисунок 5.
+    google.accept = true;
+    await tick.check();
+    await submit.click();
+    await p.getByText("Уважаемый(ая) Айгерим Сапарова, спасибо за регистрацию!").waitFor();
+    await p.getByText("Ваш логин: 4446").waitFor();
+    assert.equal(google.verifications.length, 2);
+    const last = google.verifications[1];
+    assert.equal(last.secret, "web-captcha-secret");
+    assert.equal(last.response, TOKEN);
+    assert.equal(last.remoteip, "127.0.0.1");
+    await waitForMail(second, "robot-check@example.kz", /Пароль: /);
+    assert.deepEqual(probs, [], "console errors or CSP violations");
+  } finally {
+    if (p) await p.close();
+    if (second) await second.stop();
+    await google.close();
+  }
 });

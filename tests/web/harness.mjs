@@ -4,6 +4,7 @@
 
 import { execFile, spawn } from "node:child_process";
 import fs from "node:fs";
+import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -35,8 +36,17 @@ export function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Starts the server; resolves when /health answers. */
-export async function startServer() {
+/** A TOML section from a flat object of strings, numbers and booleans (JSON strings are TOML
+ * basic strings). */
+function tomlSection(name, values) {
+  const lines = Object.entries(values).map(([k, v]) => `${k} = ${JSON.stringify(v)}`);
+  return `\n[${name}]\n${lines.join("\n")}\n`;
+}
+
+/** Starts the server; resolves when /health answers. Options: `captcha`, the keys of the
+ * `[captcha]` section (provider, site_key, secret, verify_url, script_url); without it the
+ * built-in default (no captcha). */
+export async function startServer({ captcha = null } = {}) {
   const bin = process.env.QORGAN_BIN || path.join(repoRoot, "target", "debug", "qorgan");
   if (!fs.existsSync(bin)) throw new Error(`qorgan binary not found at ${bin}: run tests/web/run.sh (it builds it)`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "qorgan-web-"));
@@ -68,7 +78,7 @@ smtp = ""
 
 [log]
 level = "warn"
-`;
+${captcha ? tomlSection("captcha", captcha) : ""}`;
   const cfgPath = path.join(dir, "qorgan.toml");
   fs.writeFileSync(cfgPath, config);
   const logPath = path.join(dir, "server.log");
@@ -105,6 +115,96 @@ level = "warn"
       if (!process.env.KEEP_TMP) fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A local stand-in for Google's reCAPTCHA on 127.0.0.1 (the tests never reach Google):
+ * `scriptUrl` serves an `api.js` whose `grecaptcha` ({render, getResponse, reset}) draws an
+ * "I'm not a robot" checkbox and answers `token` once it is ticked (calling the `onload`
+ * callback of its query, like the real one in explicit-render mode); `verifyUrl` is a
+ * siteverify that answers {"success": true} only for `secret` + `token`, and only while
+ * `accept` is true (set it to false to play a refused or expired token). Every verification's
+ * form is kept in `verifications`.
+ */
+export async function startCaptchaStandIn({ secret, token }) {
+  const script = `(() => {
+  const TOKEN = ${JSON.stringify(token)};
+  const boxes = [];
+  const me = document.currentScript ? new URL(document.currentScript.src) : null;
+  const onload = me ? me.searchParams.get("onload") : null;
+  window.grecaptcha = {
+    render(container, params) {
+      const id = boxes.length;
+      const root = document.createElement("div");
+      root.className = "stand-in-recaptcha";
+      root.dataset.sitekey = params.sitekey;
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.id = "stand-in-recaptcha-" + id;
+      const label = document.createElement("label");
+      label.htmlFor = box.id;
+      label.textContent = "I'm not a robot";
+      box.addEventListener("change", () => {
+        if (box.checked && typeof params.callback === "function") params.callback(TOKEN);
+      });
+      root.append(box, label);
+      container.appendChild(root);
+      boxes.push(box);
+      return id;
+    },
+    getResponse(id = 0) {
+      return boxes[id] && boxes[id].checked ? TOKEN : "";
+    },
+    reset(id = 0) {
+      if (boxes[id]) boxes[id].checked = false;
+    },
+  };
+  if (onload && typeof window[onload] === "function") setTimeout(() => window[onload](), 0);
+})();
+`;
+  const standIn = {
+    accept: true,
+    verifications: [],
+    scriptUrl: "",
+    verifyUrl: "",
+    origin: "",
+    close: () =>
+      new Promise((resolve) => {
+        srv.close(() => resolve());
+        srv.closeAllConnections(); // kept-alive sockets (the browser's, the server's client)
+      }),
+  };
+  const srv = http.createServer((req, res) => {
+    const url = new URL(req.url, "http://127.0.0.1");
+    if (req.method === "GET" && url.pathname === "/recaptcha/api.js") {
+      res.writeHead(200, { "Content-Type": "text/javascript; charset=utf-8", "Cache-Control": "no-store" });
+      res.end(script);
+      return;
+    }
+    if (req.method === "POST" && url.pathname === "/recaptcha/api/siteverify") {
+      let body = "";
+      req.setEncoding("utf8");
+      req.on("data", (chunk) => (body += chunk));
+      req.on("end", () => {
+        const form = Object.fromEntries(new URLSearchParams(body));
+        standIn.verifications.push(form);
+        const success = standIn.accept && form.secret === secret && form.response === token;
+        res.writeHead(200, { "Content-Type": "application/json" });
+        res.end(JSON.stringify(success ? { success, hostname: "127.0.0.1" } : { success, "error-codes": ["invalid-input-response"] }));
+      });
+      return;
+    }
+    res.writeHead(404, { "Content-Type": "text/plain" });
+    res.end("not found");
+  });
+  await new Promise((resolve, reject) => {
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", resolve);
+  });
+  standIn.origin = `http://127.0.0.1:${srv.address().port}`;
+  standIn.scriptUrl = standIn.origin + "/recaptcha/api.js";
+  standIn.verifyUrl = standIn.origin + "/recaptcha/api/siteverify";
+  return standIn;
 }
 
 /** Asks the server's DNS listener with the real `dig`; resolves to {status, output}

@@ -105,6 +105,44 @@ async fn verify_captcha(
     }
 }
 
+/// `GET /captcha` answer: what the registration page needs to show the captcha widget. Only
+/// public values: the secret never leaves the server.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CaptchaInfo {
+    /// `none` (no widget: `POST /register` needs no `captcha`) or `recaptcha`.
+    #[schema(example = "recaptcha")]
+    pub provider: &'static str,
+    /// The public site key for `grecaptcha.render` (empty with `none`).
+    pub site_key: String,
+    /// The widget script to load (empty with `none`); the page adds
+    /// `render=explicit&onload=…` to its query.
+    #[schema(example = "https://www.google.com/recaptcha/api.js")]
+    pub script_url: String,
+}
+
+/// Whether registration needs a captcha, with its public site key and script (no session).
+#[utoipa::path(get, path = "/api/v1/captcha", tag = "customer",
+    responses((status = 200, body = CaptchaInfo)))]
+pub(crate) async fn captcha(State(app): State<App>) -> Response {
+    let c = &app.config().captcha;
+    let info = match c.provider {
+        CaptchaProvider::None => CaptchaInfo {
+            provider: "none",
+            site_key: String::new(),
+            script_url: String::new(),
+        },
+        CaptchaProvider::Recaptcha => CaptchaInfo {
+            provider: "recaptcha",
+            site_key: c.site_key.clone(),
+            script_url: c.script_url.clone(),
+        },
+    };
+    let mut resp = Json(info).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
 /// Registers the cabinet of a provisioned contract; the welcome email carries the password.
 #[utoipa::path(post, path = "/api/v1/register", tag = "customer", request_body = RegisterRequest,
     responses(

@@ -48,6 +48,7 @@ use crate::App;
         operator::add_network,
         operator::add_service,
         operator::post_charge,
+        account::captcha,
         account::register,
         account::login,
         account::logout,
@@ -177,6 +178,7 @@ pub(crate) fn router(app: App) -> Router {
             "/operator/accounts/{account_number}/charges",
             post(operator::post_charge),
         )
+        .route("/captcha", get(account::captcha))
         .route("/register", post(account::register))
         .route("/session", post(account::login).delete(account::logout))
         .route("/password/forgot", post(account::forgot))
@@ -232,7 +234,7 @@ pub(crate) fn router(app: App) -> Router {
             get(billing::sandbox_page).post(billing::sandbox_press),
         )
         .route("/pay/halyk/{order_id}", get(billing::halyk_page))
-        .merge(crate::web::routes())
+        .merge(crate::web::routes(app.config()))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), csrf_guard))
         .layer(TimeoutLayer::with_status_code(

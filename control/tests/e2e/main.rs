@@ -10,6 +10,7 @@
 mod abuse;
 mod billing;
 mod binary;
+mod captcha;
 mod cli;
 mod dnsfilter;
 mod errors;

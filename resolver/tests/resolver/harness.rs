@@ -47,6 +47,8 @@ pub struct Setup {
     pub upstream_override: Option<SocketAddr>,
     /// UDP through the fast path (the default) or through hickory-server only.
     pub fast_path: FastPathOptions,
+    /// Last changes to `[dns]` (e.g. rate limits) before the config is validated.
+    pub dns: fn(&mut qorgan_config::DnsConfig),
 }
 
 impl Default for Setup {
@@ -65,6 +67,7 @@ impl Default for Setup {
                 workers: 2,
                 ..FastPathOptions::default()
             },
+            dns: |_| {},
         }
     }
 }
@@ -112,6 +115,7 @@ impl Resolver {
             .iter()
             .map(|c| (*c).to_owned())
             .collect();
+        (setup.dns)(&mut config.dns);
         config.validate().unwrap();
 
         let listeners = DnsListeners::bind(&config.dns.listen).unwrap();

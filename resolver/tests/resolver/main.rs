@@ -12,5 +12,6 @@ mod differential;
 mod filtering;
 mod forwarding;
 mod harness;
+mod rate_limit;
 mod reload;
 mod upstream;
