@@ -508,8 +508,11 @@ pub struct PolicySnapshot {
     pub generation: u64,
     /// The compiled category lists.
     pub catalog: Arc<Catalog>,
-    /// Source address → account policy.
-    pub clients: ClientMap<Arc<AccountPolicy>>,
+    /// Source address → index into `policies`. Shared between snapshots while no network
+    /// changes, so that an edit of one account's filter does not rebuild it.
+    pub clients: Arc<ClientMap<u32>>,
+    /// The accounts' policies, by the index `clients` gives.
+    pub policies: Vec<Arc<AccountPolicy>>,
     /// The policy for sources that belong to no account (`[default_policy]`).
     pub default_policy: Option<Arc<AccountPolicy>>,
     /// The sources that get the default policy without an account (`[default_policy]
@@ -523,7 +526,8 @@ impl PolicySnapshot {
         Self {
             generation: 0,
             catalog,
-            clients: ClientMap::new(),
+            clients: Arc::new(ClientMap::new()),
+            policies: Vec::new(),
             default_policy: None,
             default_networks: ClientMap::new(),
         }
@@ -533,7 +537,11 @@ impl PolicySnapshot {
     /// is in the default networks, else [`ClientPolicy::Unknown`].
     #[inline]
     pub fn client_policy(&self, ip: IpAddr) -> ClientPolicy<'_> {
-        if let Some(p) = self.clients.lookup(ip) {
+        if let Some(p) = self
+            .clients
+            .lookup(ip)
+            .and_then(|&i| self.policies.get(usize::try_from(i).unwrap_or(usize::MAX)))
+        {
             return ClientPolicy::Account(p);
         }
         match (&self.default_policy, self.default_networks.lookup(ip)) {

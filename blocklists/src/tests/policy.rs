@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use crate::parse::{parse_text, FormatHint};
 use crate::{
-    build_own_sets, compile_dir, AccountId, AccountPolicy, BlockMode, BlocklistError, CategoryMask,
-    ClientMap, ClientPolicy, ListRef, PolicySnapshot, RuleRef, Scope, Verdict,
+    build_own_sets, compile_dir, AccountId, AccountPolicy, Action, BlockMode, BlocklistError,
+    CategoryMask, ClientMap, ClientPolicy, DomainSet, ListRef, PolicySnapshot, Rule, RuleRef,
+    Scope, Verdict,
 };
 
 fn snapshot(files: &[(&str, &str)]) -> PolicySnapshot {
@@ -222,7 +223,9 @@ fn default_networks_apply_only_where_no_account_is() {
         CategoryMask::NONE,
         BlockMode::Nxdomain,
     ));
-    s.clients = ClientMap::build([("127.0.0.2/32".parse().unwrap(), acct)], |p| p.id).unwrap();
+    s.policies = vec![acct];
+    s.clients =
+        Arc::new(ClientMap::build([("127.0.0.2/32".parse().unwrap(), 0u32)], |i| *i).unwrap());
     s.default_networks = ClientMap::build([("127.0.0.0/8".parse().unwrap(), ())], |_| 0).unwrap();
     s.default_policy = Some(dflt);
     assert!(
@@ -272,4 +275,53 @@ fn wire_format_and_fresh_iterators_decide_like_the_dotted_name() {
         s.decide_wire(&p, &wire("tracker.example")[..16]),
         Verdict::Allow
     );
+}
+
+#[test]
+fn small_and_large_own_lists_cover_the_same_names() {
+    // Up to SORTED_MAX names a set is a sorted array; above it, an fst. Both must agree.
+    let rule = |name: String, scope| Rule {
+        name,
+        scope,
+        action: Action::Block,
+        important: false,
+        line: 1,
+    };
+    let base = vec![
+        rule("ads.example".into(), Scope::WithSubdomains),
+        rule("exact.example".into(), Scope::Exact),
+        rule("below.example".into(), Scope::SubdomainsOnly),
+        rule("a.b.c.example".into(), Scope::WithSubdomains),
+    ];
+    let mut large = base.clone();
+    large.extend(
+        (0..crate::matcher::SORTED_MAX).map(|i| rule(format!("n{i}.filler.test"), Scope::Exact)),
+    );
+    let small = DomainSet::from_rules(&base, &[]).unwrap();
+    let large = DomainSet::from_rules(&large, &[]).unwrap();
+    for q in [
+        "ads.example",
+        "x.ads.example",
+        "ADS.Example.",
+        "exact.example",
+        "x.exact.example",
+        "below.example",
+        "x.below.example",
+        "c.example",
+        "b.c.example",
+        "a.b.c.example",
+        "z.a.b.c.example",
+        "example",
+        "ads.example.org",
+        "nads.example",
+        "",
+    ] {
+        assert_eq!(
+            small.covers_dotted(q.as_bytes()),
+            large.covers_dotted(q.as_bytes()),
+            "{q}"
+        );
+    }
+    assert!(small.covers_dotted(b"x.ads.example") && !small.covers_dotted(b"below.example"));
+    assert!(large.covers_dotted(b"n7.filler.test") && !large.covers_dotted(b"x.n7.filler.test"));
 }
