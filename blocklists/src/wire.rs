@@ -35,10 +35,11 @@
 //! order (front-coded: each key stores only what differs from the previous one, so
 //! `com.example.a`, `com.example.b` cost a few bytes each) with their scope bits, and its
 //! wildcard/regex rules as regex + text. That is lossless — it is exactly what a [`DomainSet`]
-//! holds — and a node rebuilds the set with one pass of `fst::MapBuilder` over already sorted
-//! keys (no sorting, no parsing, no IDNA). Measured (`cargo bench -p qorgan-benches --bench
-//! wire`): ~150 µs per account with 110 own rules, most of it the fst builder's fixed setup
-//! (it allocates and frees a 20,000-cell node registry per build, whatever the key count).
+//! holds — and a node rebuilds the set from already sorted keys (no sorting, no parsing, no
+//! IDNA): a sorted array for lists of up to 4,096 names, one pass of `fst::MapBuilder` above
+//! that. Small lists are not fsts because the builder's fixed setup (it allocates and clears
+//! a 20,000-cell node registry per build, whatever the key count) cost ~200 µs and heap
+//! fragmentation per account (`cargo bench -p qorgan-benches --bench policy`, `--bench wire`).
 //! Compiled fst bytes would save that pass but cannot be validated cheaply: the fst library
 //! trusts its input and may panic on crafted nodes, and every key and length here is checked
 //! instead, so a corrupt or hostile snapshot is an error, never a panic. Pattern rules are
