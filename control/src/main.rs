@@ -131,6 +131,11 @@ fn run_server(path: Option<&Path>, demo: bool) -> ExitCode {
         }
     };
     init_tracing(&config.log.level);
+    block_on(serve(config, demo))
+}
+
+/// Runs a plane on a fresh multi-threaded runtime; its error is logged and printed.
+fn block_on(planes: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -141,7 +146,7 @@ fn run_server(path: Option<&Path>, demo: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config, demo)) {
+    match runtime.block_on(planes) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -186,30 +191,13 @@ fn run_node(path: Option<&Path>, control: String, token: String, node: Option<St
         return ExitCode::from(EX_USAGE);
     }
     init_tracing(&config.log.level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let pull = qorgan_resolver::pull::PullConfig {
         url: control,
         token,
         node: node_name(node),
         usage_interval: std::time::Duration::from_secs(5),
     };
-    match runtime.block_on(serve_node(config, pull)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    block_on(serve_node(config, pull))
 }
 
 async fn serve_node(config: Config, pull: qorgan_resolver::pull::PullConfig) -> anyhow::Result<()> {
@@ -242,6 +230,17 @@ async fn serve_node(config: Config, pull: qorgan_resolver::pull::PullConfig) -> 
             .context("DNS resolver")
         });
     }
+    run_planes(tasks, metrics, registry, &shutdown).await
+}
+
+/// Adds the metrics listener and the signal handler to the planes in `tasks`, then waits:
+/// the first plane to stop (error or shutdown) stops the others.
+async fn run_planes(
+    mut tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+    metrics: tokio::net::TcpListener,
+    registry: prometheus::Registry,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { serve_metrics(metrics, registry, shutdown).await });
@@ -254,14 +253,6 @@ async fn serve_node(config: Config, pull: qorgan_resolver::pull::PullConfig) -> 
             shutdown.cancel();
         });
     }
-    join_planes(tasks, &shutdown).await
-}
-
-/// Waits for the planes; the first to stop (error or shutdown) stops the others.
-async fn join_planes(
-    mut tasks: tokio::task::JoinSet<anyhow::Result<()>>,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
     let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
         shutdown.cancel();
@@ -366,20 +357,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
                 .context("cabinet HTTP server")
         });
     }
-    {
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move { serve_metrics(metrics, registry, shutdown).await });
-    }
-    {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down");
-            shutdown.cancel();
-        });
-    }
-
-    join_planes(tasks, &shutdown).await
+    run_planes(tasks, metrics, registry, &shutdown).await
 }
 
 async fn wait_for_signal() {

@@ -15,7 +15,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use http_body_util::{BodyExt, Limited};
 use qorgan_config::BlockModeName;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -433,13 +432,15 @@ pub(crate) async fn put_filter(
     Ok(Json(filter_view(&app, &authed.account)?))
 }
 
-fn list_response(stored: &StoredList) -> Response {
-    let mut resp = stored.text.clone().into_response();
+/// The account's own list as `text/plain`.
+fn list_response(app: &App, authed: &Authed, kind: ListKind) -> Result<Response, ApiError> {
+    let stored = app.store().filters().list(authed.account.id, kind)?;
+    let mut resp = stored.text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    resp
+    Ok(resp)
 }
 
 /// The own block list as text.
@@ -449,11 +450,7 @@ pub(crate) async fn get_blocklist(
     State(app): State<App>,
     authed: Authed,
 ) -> Result<Response, ApiError> {
-    let stored = app
-        .store()
-        .filters()
-        .list(authed.account.id, ListKind::Blocklist)?;
-    Ok(list_response(&stored))
+    list_response(&app, &authed, ListKind::Blocklist)
 }
 
 /// The own allow list as text.
@@ -463,11 +460,7 @@ pub(crate) async fn get_allowlist(
     State(app): State<App>,
     authed: Authed,
 ) -> Result<Response, ApiError> {
-    let stored = app
-        .store()
-        .filters()
-        .list(authed.account.id, ListKind::Allowlist)?;
-    Ok(list_response(&stored))
+    list_response(&app, &authed, ListKind::Allowlist)
 }
 
 /// Replaces the own block list (text, one rule a line, any supported list format).
@@ -531,20 +524,14 @@ async fn put_list(
         ));
     }
     let limit = app.config().http.max_list_bytes;
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "list_too_large",
-                format!("список больше {limit} байт"),
-            ));
-        }
-        Err(_) => return Err(invalid_list("тело запроса не прочитано")),
-    };
+    let bytes = super::extract::read_body(body, limit, || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "list_too_large",
+            format!("список больше {limit} байт"),
+        )
+    })
+    .await?;
     if bytes.contains(&0) {
         return Err(invalid_list("это не текстовый список (двоичные данные)"));
     }

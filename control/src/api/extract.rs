@@ -35,27 +35,37 @@ impl<T: DeserializeOwned> FromRequest<App> for ApiJson<T> {
             ));
         }
         let limit = app.config().http.max_body_bytes;
-        let bytes = match Limited::new(req.into_body(), limit).collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e)
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("тело запроса больше {limit} байт"),
-                ));
-            }
-            Err(_) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "body_unreadable",
-                    "тело запроса не прочитано",
-                ));
-            }
-        };
+        let bytes = read_body(req.into_body(), limit, || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("тело запроса больше {limit} байт"),
+            )
+        })
+        .await?;
         parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes; a longer one is `too_large()`.
+pub(crate) async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+    too_large: impl FnOnce() -> ApiError,
+) -> Result<axum::body::Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "body_unreadable",
+            "тело запроса не прочитано",
+        )),
     }
 }
 
