@@ -11,6 +11,7 @@ mod clients;
 mod differential;
 mod filtering;
 mod forwarding;
+mod hardening;
 mod harness;
 mod rate_limit;
 mod reload;
