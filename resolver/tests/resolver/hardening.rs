@@ -294,3 +294,66 @@ async fn a_lying_upstream_gives_servfail_and_poisons_nothing() {
     eprintln!("D7: 6 kinds of lying upstream answers × 2 queries: all SERVFAIL, 0 poisoned");
     stop.cancel();
 }
+
+/// A raw query: header flags, QDCOUNT, the question `name` A IN (`qdcount` times), and an OPT
+/// with `payload` and one unknown option when `edns` is set.
+fn raw_query(id: u16, name: &str, qdcount: u16, qtype: u16, edns: Option<u16>) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00]);
+    q.extend_from_slice(&qdcount.to_be_bytes());
+    q.extend_from_slice(&[0, 0, 0, 0, 0, u8::from(edns.is_some())]);
+    for _ in 0..qdcount {
+        for label in name.split('.').filter(|l| !l.is_empty()) {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&1u16.to_be_bytes());
+    }
+    if let Some(payload) = edns {
+        q.extend_from_slice(&[0, 0, 41]);
+        q.extend_from_slice(&payload.to_be_bytes());
+        q.extend_from_slice(&[0, 0, 0, 0]);
+        // An option code nobody assigned (65001, local use): must be ignored.
+        q.extend_from_slice(&[0, 8, 0xfd, 0xe9, 0, 4, 1, 2, 3, 4]);
+    }
+    q
+}
+
+#[tokio::test]
+async fn query_conformance_of_rfc_1035_6891_and_the_1232_byte_cap() {
+    let r = Resolver::start(Setup::default()).await;
+    let exchange = |bytes: Vec<u8>| {
+        let addr = r.addr;
+        async move {
+            raw_exchange(addr, ACCOUNT_1, &bytes, Duration::from_secs(3))
+                .await
+                .expect("an answer")
+        }
+    };
+    // QDCOUNT 0 and 2 → FORMERR.
+    for qd in [0u16, 2] {
+        let reply = exchange(raw_query(0x0101, "www.example.test", qd, 1, None)).await;
+        assert_eq!(reply[3] & 0x0f, 1, "QDCOUNT {qd}: FORMERR");
+        assert_eq!(&reply[..2], &[0x01, 0x01]);
+    }
+    // An unknown EDNS option is ignored: a normal answer with our OPT.
+    let reply =
+        Message::from_vec(&exchange(raw_query(0x0202, "opt.example.test", 1, 1, Some(4096))).await)
+            .unwrap();
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(reply.answers.len(), 1);
+    assert!(reply.edns.is_some(), "EDNS answered with EDNS");
+    // Without EDNS a large answer is cut at 512 bytes with TC=1.
+    let reply = exchange(raw_query(0x0303, "big.test", 1, 16, None)).await;
+    assert!(reply.len() <= 512, "{} bytes without EDNS", reply.len());
+    assert_ne!(reply[2] & 0x02, 0, "TC=1");
+    // A 65,535-byte EDNS buffer still gets at most 1,232 bytes.
+    let reply = exchange(raw_query(0x0404, "big.test", 1, 16, Some(65_535))).await;
+    assert!(reply.len() <= 1232, "{} bytes", reply.len());
+    assert_ne!(reply[2] & 0x02, 0, "TC=1");
+    eprintln!(
+        "D2: QDCOUNT 0/2 FORMERR, unknown option ignored, 512 without EDNS, 1232 with 65535: ok"
+    );
+}
