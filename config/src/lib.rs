@@ -158,8 +158,15 @@ pub struct DnsConfig {
     pub upstream_timeout_ms: u64,
     /// Queries being answered at once; beyond it new UDP queries are dropped and counted. Default 4 096.
     pub max_in_flight: usize,
-    /// TCP connections idle longer than this are closed, in seconds. Default 10.
+    /// TCP connections idle longer than this are closed, in seconds; a message must also
+    /// arrive whole within it (a slow sender cannot stretch it). Default 10.
     pub tcp_idle_timeout_secs: u64,
+    /// TCP connections open at once; more are closed at once. Default 1 024.
+    pub tcp_max_connections: usize,
+    /// TCP connections open at once from one source address. Default 32.
+    pub tcp_max_per_ip: usize,
+    /// Queries one TCP connection may send; then it is closed after their answers. Default 1 000.
+    pub tcp_max_queries_per_connection: usize,
     /// Serve UDP from the resolver's own per-core loop (blocked names and cached answers straight
     /// from bytes); `false` lets hickory-server serve UDP too. Default true.
     pub fast_path: bool,
@@ -199,6 +206,9 @@ impl Default for DnsConfig {
             upstream_timeout_ms: 2_000,
             max_in_flight: 4_096,
             tcp_idle_timeout_secs: 10,
+            tcp_max_connections: 1_024,
+            tcp_max_per_ip: 32,
+            tcp_max_queries_per_connection: 1_000,
             fast_path: true,
             fast_path_workers: 0,
             packet_cache_size: 100_000,
@@ -687,6 +697,18 @@ impl Config {
         }
         if self.dns.max_in_flight == 0 {
             bad("dns.max_in_flight", "must be at least 1".to_owned());
+        }
+        for (field, value) in [
+            ("dns.tcp_max_connections", self.dns.tcp_max_connections),
+            ("dns.tcp_max_per_ip", self.dns.tcp_max_per_ip),
+            (
+                "dns.tcp_max_queries_per_connection",
+                self.dns.tcp_max_queries_per_connection,
+            ),
+        ] {
+            if value == 0 {
+                bad(field, "must be at least 1".to_owned());
+            }
         }
         if self.dns.rate_limit_qps > 0 && self.dns.rate_limit_burst < self.dns.rate_limit_qps / 10 {
             bad(

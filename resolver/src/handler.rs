@@ -330,7 +330,7 @@ impl RequestHandler for DnsHandler {
 
 impl DnsHandler {
     /// What [`RequestHandler::handle_request`] does, also telling the outcome (the UDP fast
-    /// path caches only `Allowed` answers).
+    /// path caches only `Allowed` answers); for the fast path's hand-overs and our TCP server.
     pub(crate) async fn handle_counted<R: ResponseHandler>(
         &self,
         request: &Request,
@@ -342,9 +342,14 @@ impl DnsHandler {
             .queries()
             .first()
             .map_or(QtypeClass::Other, |q| QtypeClass::of(q.query_type()));
-        let (outcome, _) = self.answer(request, response_handle, Proto::Udp).await;
+        let proto = if request.protocol() == Protocol::Tcp {
+            Proto::Tcp
+        } else {
+            Proto::Udp
+        };
+        let (outcome, _) = self.answer(request, response_handle, proto).await;
         self.metrics
-            .record_query(Proto::Udp, qtype, outcome, started.elapsed().as_secs_f64());
+            .record_query(proto, qtype, outcome, started.elapsed().as_secs_f64());
         outcome
     }
 }

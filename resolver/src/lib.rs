@@ -29,7 +29,6 @@
 //!   `hickory_server=warn` in the log filter in production.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use hickory_server::Server;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +43,7 @@ pub mod pull;
 pub mod rrl;
 mod source;
 mod store;
+mod tcp;
 mod udp;
 mod upstream;
 pub mod usage;
@@ -57,9 +57,6 @@ pub use metrics::DnsMetrics;
 pub use source::{load_policy_file, parse_policy, PolicySource};
 pub use store::{block_mode_from_config, AccountSpec, SnapshotStore, DEFAULT_POLICY_ID};
 pub use upstream::Forwarder;
-
-/// Per-connection buffer of outgoing TCP answers (hickory's `response_buffer_size`).
-const TCP_RESPONSE_BUFFER: usize = 32;
 
 /// Where the compiled lists cache lives under `storage.data_dir`.
 pub const LISTS_CACHE_DIR: &str = "lists-cache";
@@ -169,7 +166,7 @@ pub async fn run_with(
     ));
     let mut server = Server::new(handler::SharedHandler(handler.clone()));
     let mut fast_sockets = Vec::new();
-    let idle = Duration::from_secs(config.dns.tcp_idle_timeout_secs);
+    let tcp_limits = tcp::TcpLimits::from_config(&config.dns);
     for (udp, tcp) in listeners.pairs {
         let addr = udp.local_addr().map_err(|source| ResolverError::Register {
             protocol: "udp",
@@ -194,7 +191,13 @@ pub async fn run_with(
                 addr,
                 source,
             })?;
-        server.register_listener(tcp, idle, TCP_RESPONSE_BUFFER);
+        tasks.spawn(tcp::serve(
+            tcp,
+            handler.clone(),
+            tcp_limits,
+            metrics.clone(),
+            background.clone(),
+        ));
     }
     let workers = if fast.enabled {
         Some(udp::start(
@@ -218,7 +221,13 @@ pub async fn run_with(
         stop.cancelled().await;
         server_token.cancel();
     });
-    let result = server.block_until_done().await;
+    // hickory-server serves UDP only without the fast path; TCP is ours ([`tcp`]).
+    let result = if fast.enabled {
+        background.cancelled().await;
+        Ok(())
+    } else {
+        server.block_until_done().await
+    };
     if let Some(workers) = workers {
         // Joining blocks for up to one receive timeout: not on a runtime thread.
         let _ = tokio::task::spawn_blocking(move || workers.stop()).await;

@@ -209,6 +209,8 @@ pub struct DnsMetrics {
     overload_drops: IntCounter,
     rate_slipped: IntCounter,
     rate_dropped: IntCounter,
+    tcp_refused: IntCounter,
+    tcp_connections: IntGauge,
     snapshot_generation: IntGauge,
     lists_generation: IntGauge,
     list_domains: IntGaugeVec,
@@ -307,6 +309,11 @@ impl DnsMetrics {
                 "qorgan_dns_rate_limited_dropped_total",
                 "Answers over a source prefix's rate not sent at all",
             )?,
+            tcp_refused: counter(
+                "qorgan_dns_tcp_refused_total",
+                "TCP connections closed at once: over dns.tcp_max_connections or dns.tcp_max_per_ip",
+            )?,
+            tcp_connections: gauge("qorgan_dns_tcp_connections", "TCP connections open")?,
             snapshot_generation: gauge(
                 "qorgan_policy_snapshot_generation",
                 "Generation of the policy snapshot in use (bumped by every list or account change)",
@@ -336,6 +343,8 @@ impl DnsMetrics {
             Box::new(metrics.overload_drops.clone()),
             Box::new(metrics.rate_slipped.clone()),
             Box::new(metrics.rate_dropped.clone()),
+            Box::new(metrics.tcp_refused.clone()),
+            Box::new(metrics.tcp_connections.clone()),
             Box::new(metrics.snapshot_generation.clone()),
             Box::new(metrics.lists_generation.clone()),
             Box::new(metrics.list_reloads.clone()),
@@ -380,6 +389,21 @@ impl DnsMetrics {
         } else {
             self.rate_dropped.inc();
         }
+    }
+
+    /// Counts a TCP connection refused by a connection cap.
+    pub fn record_tcp_refused(&self) {
+        self.tcp_refused.inc();
+    }
+
+    /// A TCP connection was accepted.
+    pub fn tcp_connection_opened(&self) {
+        self.tcp_connections.inc();
+    }
+
+    /// A TCP connection ended.
+    pub fn tcp_connection_closed(&self) {
+        self.tcp_connections.dec();
     }
 
     /// The counter behind one label combination (tests read it).

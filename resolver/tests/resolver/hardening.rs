@@ -189,11 +189,11 @@ fn lie(query: &Message, bytes: &[u8]) -> Option<Vec<u8>> {
             return m2.to_vec().ok();
         }
         "headeronly" => {
-            return Some(bytes.get(..12).map(|h| {
+            return bytes.get(..12).map(|h| {
                 let mut h = h.to_vec();
                 h[2] |= 0x80;
                 h
-            })?)
+            })
         }
         "garbage" => {
             let mut g = bytes.get(..2)?.to_vec();

@@ -15,4 +15,5 @@ mod hardening;
 mod harness;
 mod rate_limit;
 mod reload;
+mod tcp;
 mod upstream;
