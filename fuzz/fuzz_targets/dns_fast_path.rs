@@ -75,11 +75,17 @@ fn world() -> &'static World {
         config.dns.rate_limit_qps = 0;
         let store = SnapshotStore::new(&config.default_policy);
         store.set_catalog(Arc::new(catalog));
-        let block = parse_text("||own.test^\n/^re[0-9]+\\.test$/\n", "own", FormatHint::Auto);
+        let block = parse_text(
+            "||own.test^\n/^re[0-9]+\\.test$/\n",
+            "own",
+            FormatHint::Auto,
+        );
         let allow = parse_text("allowed.ads.test\n", "own", FormatHint::Auto);
-        let (own_block, own_allow) =
-            build_own_sets((&block.rules, &block.patterns), (&allow.rules, &allow.patterns))
-                .expect("own sets");
+        let (own_block, own_allow) = build_own_sets(
+            (&block.rules, &block.patterns),
+            (&allow.rules, &allow.patterns),
+        )
+        .expect("own sets");
         let categories = vec!["ads".to_owned(), "malware".to_owned()];
         let custom = |v6| BlockMode::CustomIp {
             v4: Some(Ipv4Addr::new(192, 0, 2, 10)),
@@ -113,8 +119,7 @@ fn world() -> &'static World {
         off.enabled = false;
         accounts.push(off);
         store.set_accounts(accounts).expect("accounts");
-        let metrics =
-            Arc::new(DnsMetrics::new(&prometheus::Registry::new()).expect("metrics"));
+        let metrics = Arc::new(DnsMetrics::new(&prometheus::Registry::new()).expect("metrics"));
         let mut limited_dns = config.dns.clone();
         limited_dns.rate_limit_qps = 1;
         limited_dns.rate_limit_burst = 1;
@@ -132,7 +137,12 @@ fn world() -> &'static World {
 
 impl World {
     fn fast_path(&self) -> FastPath {
-        FastPath::new(&self.config.dns, self.store.clone(), self.metrics.clone(), CACHE)
+        FastPath::new(
+            &self.config.dns,
+            self.store.clone(),
+            self.metrics.clone(),
+            CACHE,
+        )
     }
 }
 
@@ -152,14 +162,21 @@ fn client_limit(query: &[u8]) -> Option<usize> {
 /// reads (all answers the fast path writes itself, and those cached from hickory).
 fn check(query: &[u8], outcome: FastOutcome, out: &[u8], parses: bool) {
     if query.len() < 12 || query[2] & 0x80 != 0 {
-        assert_eq!(outcome, FastOutcome::Drop, "short or QR=1 datagrams are dropped");
+        assert_eq!(
+            outcome,
+            FastOutcome::Drop,
+            "short or QR=1 datagrams are dropped"
+        );
         return;
     }
     let FastOutcome::Reply(n) = outcome else {
         return;
     };
     assert!(n <= out.len(), "reply of {n} bytes past the buffer");
-    assert!(n <= usize::from(MAX_UDP_PAYLOAD), "reply of {n} bytes over 1232");
+    assert!(
+        n <= usize::from(MAX_UDP_PAYLOAD),
+        "reply of {n} bytes over 1232"
+    );
     assert!(n >= 12, "reply of {n} bytes has no header");
     if let Some(limit) = client_limit(query) {
         assert!(n <= limit, "reply of {n} bytes over the client's {limit}");
@@ -207,7 +224,20 @@ fn question_query(data: &[u8]) -> Option<Vec<u8>> {
     }
     let qtype = data.get(pos..pos + 2)?;
     let edns = data[1] & 1 == 1;
-    let mut q = vec![data[0], data[1], 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)];
+    let mut q = vec![
+        data[0],
+        data[1],
+        0x01,
+        0x00,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        u8::from(edns),
+    ];
     q.extend_from_slice(&data[12..pos]);
     q.extend_from_slice(qtype);
     q.extend_from_slice(&[0, 1]);

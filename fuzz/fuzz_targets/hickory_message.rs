@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(m) => m,
         Err(e) => panic!("re-encoded message does not parse: {e}\noriginal: {original:?}"),
     };
-    assert_eq!(reparsed.metadata.id, original.metadata.id, "the id survives");
+    assert_eq!(
+        reparsed.metadata.id, original.metadata.id,
+        "the id survives"
+    );
     assert_eq!(
         reparsed.queries.len(),
         original.queries.len(),

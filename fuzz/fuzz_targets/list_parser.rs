@@ -41,8 +41,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = parse_text(text, "fuzz.rpz", FormatHint::Rpz);
     let parsed = parse_text(text, "fuzz", FormatHint::Auto);
-    let Ok((own_block, own_allow)) =
-        build_own_sets((&parsed.rules, &parsed.patterns), (&[], &[]))
+    let Ok((own_block, own_allow)) = build_own_sets((&parsed.rules, &parsed.patterns), (&[], &[]))
     else {
         return;
     };

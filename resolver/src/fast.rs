@@ -169,7 +169,9 @@ fn parse(query: &[u8]) -> Option<Parsed> {
             pos += 1;
             break;
         }
-        if len > 63 || label_count == labels.len() || pos + 1 + usize::from(len) > HEADER + 255 {
+        // A name is at most 255 octets with its root label (RFC 1035 2.3.4): its other labels
+        // end by 254 (256 were taken, and echoed in answers that no parser reads).
+        if len > 63 || label_count == labels.len() || pos + 1 + usize::from(len) > HEADER + 254 {
             return None;
         }
         labels[label_count] = u8::try_from(pos).ok()?;
@@ -800,6 +802,19 @@ mod tests {
         let mut q = query(&["a", "test"], 1, None);
         q[12] = 0xc0; // compression pointer in the question
         assert!(parse(&q).is_none());
+    }
+
+    #[test]
+    fn parse_takes_names_of_255_octets_and_not_256() {
+        // 63 + 63 + 63 + 61 bytes, four length bytes and the root: 255 octets.
+        let (a, b, c) = ("a".repeat(63), "b".repeat(63), "c".repeat(63));
+        let q = query(&[&a, &b, &c, "d".repeat(61).as_str()], 1, None);
+        assert_eq!(parse(&q).expect("a 255-octet name").name_end, HEADER + 255);
+        let q = query(&[&a, &b, &c, "d".repeat(62).as_str()], 1, None);
+        assert!(
+            parse(&q).is_none(),
+            "a 256-octet name goes to the hickory path"
+        );
     }
 
     #[test]
