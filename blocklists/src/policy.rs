@@ -61,8 +61,9 @@ impl CategoryMask {
     }
 }
 
-/// An account's query counters. Kept in an `Arc` that the builder moves from the old policy
-/// into the rebuilt one, so that counts survive a customer's edit.
+/// An account's query counters since they were last drained (the resolver's usage drain
+/// swaps them to zero). Kept in an `Arc` that the builder moves from the old policy into the
+/// rebuilt one, so that counts survive a customer's edit.
 #[derive(Debug)]
 pub struct AccountCounters {
     /// Queries answered for the account.

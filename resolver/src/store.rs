@@ -141,37 +141,6 @@ struct Inner {
     samples_dropped: AtomicU64,
 }
 
-/// An account's counter values at the previous drain.
-#[derive(Clone, Copy)]
-struct Drained {
-    queries: u64,
-    blocked: u64,
-    blocked_own: u64,
-    by_category: [u64; qorgan_blocklists::MAX_CATEGORIES],
-}
-
-impl Drained {
-    fn of(c: &AccountCounters) -> Self {
-        Self {
-            queries: c.queries.load(Ordering::Relaxed),
-            blocked: c.blocked.load(Ordering::Relaxed),
-            blocked_own: c.blocked_own.load(Ordering::Relaxed),
-            by_category: std::array::from_fn(|i| {
-                c.blocked_by_category
-                    .get(i)
-                    .map_or(0, |n| n.load(Ordering::Relaxed))
-            }),
-        }
-    }
-
-    const ZERO: Self = Self {
-        queries: 0,
-        blocked: 0,
-        blocked_own: 0,
-        by_category: [0; qorgan_blocklists::MAX_CATEGORIES],
-    };
-}
-
 struct Parts {
     generation: u64,
     catalog: Arc<Catalog>,
@@ -186,8 +155,6 @@ struct Parts {
     counters: HashMap<AccountId, Arc<AccountCounters>>,
     /// Category names published to the list-size gauge, to remove the ones that disappear.
     published_categories: Vec<String>,
-    /// Counter values at the previous [`SnapshotStore::take_usage`].
-    drained: HashMap<AccountId, Drained>,
     /// Source address → slot in `order`; rebuilt only when networks change (an edit of an
     /// account's filter reuses it, which keeps an edit's cost O(accounts) in cheap clones
     /// instead of a rebuild of 100,000 networks' hash tables).
@@ -212,7 +179,6 @@ impl SnapshotStore {
             default_built: None,
             counters: HashMap::new(),
             published_categories: Vec::new(),
-            drained: HashMap::new(),
             clients: Arc::new(ClientMap::new()),
             order: Vec::new(),
             clients_dirty: false,
@@ -281,38 +247,29 @@ impl SnapshotStore {
             samples_dropped: self.inner.samples_dropped.swap(0, Ordering::Relaxed),
         };
         {
-            let mut parts = self.parts();
+            let parts = self.parts();
             let names: Vec<String> = parts
                 .catalog
                 .categories()
                 .iter()
                 .map(|c| c.name.clone())
                 .collect();
-            let counters: Vec<(AccountId, Arc<AccountCounters>)> = parts
+            // Drained by swapping each counter to zero: what is read is what happened since
+            // the previous drain, and a query counted meanwhile lands in the next report.
+            let take = |n: &AtomicU64| n.swap(0, Ordering::Relaxed);
+            for (id, c) in parts
                 .counters
                 .iter()
                 .filter(|(id, _)| **id != DEFAULT_POLICY_ID)
-                .map(|(id, c)| (*id, c.clone()))
-                .collect();
-            for (id, c) in counters {
-                let now_values = Drained::of(&c);
-                let before = parts
-                    .drained
-                    .insert(id, now_values)
-                    .unwrap_or(Drained::ZERO);
+            {
                 let mut u = AccountUsage {
-                    queries: now_values.queries.saturating_sub(before.queries),
-                    blocked: now_values.blocked.saturating_sub(before.blocked),
-                    blocked_own: now_values.blocked_own.saturating_sub(before.blocked_own),
+                    queries: take(&c.queries),
+                    blocked: take(&c.blocked),
+                    blocked_own: take(&c.blocked_own),
                     ..Default::default()
                 };
-                for (i, (now_n, before_n)) in now_values
-                    .by_category
-                    .iter()
-                    .zip(before.by_category.iter())
-                    .enumerate()
-                {
-                    let delta = now_n.saturating_sub(*before_n);
+                for (i, n) in c.blocked_by_category.iter().enumerate() {
+                    let delta = take(n);
                     if delta > 0 {
                         let name = names.get(i).cloned().unwrap_or_else(|| format!("#{i}"));
                         *u.by_category.entry(name).or_default() += delta;
@@ -322,10 +279,6 @@ impl SnapshotStore {
                     report.accounts.insert(id.0, u);
                 }
             }
-            let Parts {
-                drained, counters, ..
-            } = &mut *parts;
-            drained.retain(|id, _| counters.contains_key(id));
         }
         while let Some(sample) = self.inner.samples.pop() {
             let name = String::from_utf8_lossy(sample.name()).into_owned();
