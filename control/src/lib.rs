@@ -311,9 +311,16 @@ impl App {
         &self.inner.policy
     }
 
-    /// Republishes one account's policy after a change of its filter or networks.
-    pub(crate) fn publish_policy(&self, account: store::Id) -> Result<u64, ControlError> {
-        self.inner.policy.publish(&self.inner.store, account)
+    /// Republishes one account's policy after a change of its filter or networks (`edited`:
+    /// the own list an upload just stored and compiled, see [`policy::PolicyBook::publish`]).
+    pub(crate) fn publish_policy(
+        &self,
+        account: store::Id,
+        edited: Option<policy::EditedList<'_>>,
+    ) -> Result<u64, ControlError> {
+        self.inner
+            .policy
+            .publish(&self.inner.store, account, edited)
     }
 
     /// The billing part of the store.
@@ -402,7 +409,7 @@ impl App {
         for net in &networks {
             store.add_network(account.id, *net, now_secs())?;
         }
-        self.publish_policy(account.id)?;
+        self.publish_policy(account.id, None)?;
         Ok(DemoAccount {
             account_number: account.account_number,
             contract_number: account.contract_number,

@@ -166,6 +166,17 @@ pub fn compile_list(kind: ListKind, text: &str) -> Result<CompiledList, ListProb
     })
 }
 
+/// An own list an upload just stored, with the set the upload compiled from it.
+#[derive(Debug, Clone, Copy)]
+pub struct EditedList<'a> {
+    /// Which list.
+    pub kind: ListKind,
+    /// The text stored.
+    pub text: &'a str,
+    /// What it compiled to.
+    pub set: &'a DomainSet,
+}
+
 /// The policy of every account with networks, as published.
 pub struct PolicyBook {
     snapshots: SnapshotStore,
@@ -176,8 +187,33 @@ pub struct PolicyBook {
     nodes: Mutex<BTreeMap<String, (u64, i64)>>,
 }
 
+/// An account as published, with a fingerprint of the stored text each own list was compiled
+/// from: a republish whose stored text did not change reuses the set instead of compiling it.
+struct Published {
+    wire: AccountWire,
+    block_text: u64,
+    allow_text: u64,
+}
+
+impl Published {
+    fn set_of(&self, kind: ListKind) -> (&DomainSet, u64) {
+        match kind {
+            ListKind::Blocklist => (&self.wire.own_block, self.block_text),
+            ListKind::Allowlist => (&self.wire.own_allow, self.allow_text),
+        }
+    }
+}
+
+/// A fingerprint of a list's text (equality within this process; not stored).
+fn text_print(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
 struct BookInner {
-    accounts: BTreeMap<Id, AccountWire>,
+    accounts: BTreeMap<Id, Published>,
     /// The last encoded snapshot and its generation.
     encoded: Option<(u64, Arc<Vec<u8>>)>,
 }
@@ -256,9 +292,12 @@ impl PolicyBook {
         }
         let mut accounts = BTreeMap::new();
         for (id, networks) in by_account {
-            accounts.insert(id, self.build(store, id, networks)?);
+            accounts.insert(id, self.build(store, id, networks, None, None)?);
         }
-        let specs: Vec<AccountSpec> = accounts.values().cloned().map(AccountSpec::from).collect();
+        let specs: Vec<AccountSpec> = accounts
+            .values()
+            .map(|p: &Published| AccountSpec::from(p.wire.clone()))
+            .collect();
         let count = specs.len();
         self.snapshots
             .set_accounts(specs)
@@ -274,18 +313,28 @@ impl PolicyBook {
 
     /// Rebuilds one account from the store and publishes it (after an edit of its settings,
     /// lists or networks). An account without networks is removed from the resolver.
-    pub fn publish(&self, store: &Store, id: Id) -> Result<u64, ControlError> {
+    ///
+    /// `edited` is the list an upload just stored, already compiled by the caller: it is used
+    /// as is when the store still holds that text (a later upload may have overtaken it). A
+    /// list whose stored text is unchanged since the last publish keeps its published set, so
+    /// an edit compiles nothing twice.
+    pub fn publish(
+        &self,
+        store: &Store,
+        id: Id,
+        edited: Option<EditedList<'_>>,
+    ) -> Result<u64, ControlError> {
         let networks: Vec<IpNet> = store.networks(id)?.into_iter().map(|n| n.cidr).collect();
         let mut inner = self.inner();
         if networks.is_empty() {
             inner.accounts.remove(&id);
             self.snapshots.remove_account(AccountId(id));
         } else {
-            let wire = self.build(store, id, networks)?;
+            let published = self.build(store, id, networks, inner.accounts.get(&id), edited)?;
             self.snapshots
-                .upsert_account(AccountSpec::from(wire.clone()))
+                .upsert_account(AccountSpec::from(published.wire.clone()))
                 .map_err(|e| ControlError::Policy(e.to_string()))?;
-            inner.accounts.insert(id, wire);
+            inner.accounts.insert(id, published);
         }
         inner.encoded = None;
         let generation = store.filters().bump_generation()?;
@@ -294,60 +343,86 @@ impl PolicyBook {
         Ok(generation)
     }
 
-    /// One account's policy from its records.
+    /// One account's policy from its records. An own list whose stored text is the one its
+    /// `published` set (or the `edited` set) was compiled from is not compiled again.
     fn build(
         &self,
         store: &Store,
         id: Id,
         networks: Vec<IpNet>,
-    ) -> Result<AccountWire, ControlError> {
+        published: Option<&Published>,
+        edited: Option<EditedList<'_>>,
+    ) -> Result<Published, ControlError> {
         let filters = store.filters();
         let settings = filters
             .settings(id)?
             .unwrap_or_else(|| FilterSettings::defaults(&self.default_policy));
-        let own = |kind| -> Result<DomainSet, ControlError> {
+        let own = |kind| -> Result<(DomainSet, u64), ControlError> {
             let stored = filters.list(id, kind)?;
+            let print = text_print(&stored.text);
+            if let Some((set, p)) = published.map(|p| p.set_of(kind)) {
+                if p == print {
+                    return Ok((set.clone(), print));
+                }
+            }
+            if let Some(e) = edited.filter(|e| e.kind == kind && e.text == stored.text) {
+                return Ok((e.set.clone(), print));
+            }
             if stored.text.is_empty() {
-                return Ok(DomainSet::default());
+                return Ok((DomainSet::default(), print));
             }
             // Stored lists were accepted once; one that no longer compiles (a newer parser
             // got stricter) is logged and left out rather than blocking the whole account.
-            Ok(compile_list(kind, &stored.text).map_or_else(
+            let set = compile_list(kind, &stored.text).map_or_else(
                 |e| {
                     tracing::error!(account = id, list = kind.as_str(), problem = ?e, "stored own list no longer compiles");
                     DomainSet::default()
                 },
                 |c| c.set,
-            ))
+            );
+            Ok((set, print))
         };
-        Ok(AccountWire {
-            id: AccountId(id),
-            enabled: settings.enabled,
-            networks,
-            categories: settings.categories.clone(),
-            block_mode: block_mode_from_config(settings.block_mode, &settings.custom_ip),
-            own_block: own(ListKind::Blocklist)?,
-            own_allow: own(ListKind::Allowlist)?,
+        let (own_block, block_text) = own(ListKind::Blocklist)?;
+        let (own_allow, allow_text) = own(ListKind::Allowlist)?;
+        Ok(Published {
+            wire: AccountWire {
+                id: AccountId(id),
+                enabled: settings.enabled,
+                networks,
+                categories: settings.categories.clone(),
+                block_mode: block_mode_from_config(settings.block_mode, &settings.custom_ip),
+                own_block,
+                own_allow,
+            },
+            block_text,
+            allow_text,
         })
     }
 
     /// The current snapshot in the wire format, and its generation (encoded once per
-    /// generation).
+    /// generation, outside the book's lock: edits are not held up by a node's poll).
     pub fn encoded(&self) -> (u64, Arc<Vec<u8>>) {
-        let generation = self.generation();
-        let mut inner = self.inner();
-        if let Some((g, bytes)) = &inner.encoded {
-            if *g == generation {
+        let (generation, accounts) = {
+            let inner = self.inner();
+            let generation = self.generation();
+            if let Some((g, bytes)) = inner.encoded.as_ref().filter(|(g, _)| *g == generation) {
                 return (*g, bytes.clone());
             }
-        }
+            // Cheap: the sets inside are shared, not copied.
+            let accounts: Vec<AccountWire> =
+                inner.accounts.values().map(|p| p.wire.clone()).collect();
+            (generation, accounts)
+        };
         let snapshot = SnapshotWire {
             generation,
             catalog_hash: self.snapshots.catalog().hash().to_owned(),
-            accounts: inner.accounts.values().cloned().collect(),
+            accounts,
         };
         let bytes = Arc::new(qorgan_blocklists::wire::encode(&snapshot));
-        inner.encoded = Some((generation, bytes.clone()));
+        let mut inner = self.inner();
+        if self.generation() == generation {
+            inner.encoded = Some((generation, bytes.clone()));
+        }
         (generation, bytes)
     }
 
@@ -361,13 +436,129 @@ impl PolicyBook {
 
     /// The account's policy as last published (`None` without networks).
     pub fn account(&self, id: Id) -> Option<AccountWire> {
-        self.inner().accounts.get(&id).cloned()
+        self.inner().accounts.get(&id).map(|p| p.wire.clone())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::filter::{AuditEntry, StoredList};
+    use crate::store::NewAccount;
+
+    /// A store with one account on 10.9.0.0/16 and a book over it.
+    fn book_with_account() -> (Store, PolicyBook, Id) {
+        let store = Store::temporary().expect("store");
+        let account = store
+            .create_account(
+                NewAccount {
+                    account_number: "77".into(),
+                    contract_number: "77/1".into(),
+                    contract_key: "77/1".into(),
+                    iin_bin: "871008401427".into(),
+                    name: "Тест".into(),
+                    company: None,
+                },
+                0,
+            )
+            .expect("account");
+        store
+            .add_network(account.id, "10.9.0.0/16".parse().expect("net"), 0)
+            .expect("network");
+        let book = PolicyBook::new(
+            SnapshotStore::new(&qorgan_config::DefaultPolicyConfig::default()),
+            qorgan_config::DefaultPolicyConfig::default(),
+        );
+        book.load_all(&store).expect("load");
+        (store, book, account.id)
+    }
+
+    fn save(store: &Store, id: Id, kind: ListKind, text: &str) {
+        let audit = AuditEntry {
+            id: store.filters().next_audit_id().expect("id"),
+            at: 0,
+            user_id: 1,
+            user: "77".into(),
+            action: kind.as_str().into(),
+            summary: String::new(),
+        };
+        let list = StoredList {
+            text: text.into(),
+            rules: 1,
+            updated_at: 0,
+        };
+        store
+            .filters()
+            .save_list(id, kind, &list, audit)
+            .expect("save");
+    }
+
+    #[test]
+    fn publishing_an_edit_uses_the_stored_text_when_a_later_upload_overtook_it() {
+        let (store, book, id) = book_with_account();
+        save(&store, id, ListKind::Blocklist, "first.example\n");
+        let first = compile_list(ListKind::Blocklist, "first.example\n").expect("compiles");
+        book.publish(
+            &store,
+            id,
+            Some(EditedList {
+                kind: ListKind::Blocklist,
+                text: "first.example\n",
+                set: &first.set,
+            }),
+        )
+        .expect("publish");
+        let published = book.account(id).expect("published");
+        assert!(published.own_block.covers_dotted(b"first.example"));
+
+        // A second upload is stored before the first one's publish runs: the store wins.
+        save(&store, id, ListKind::Blocklist, "second.example\n");
+        book.publish(
+            &store,
+            id,
+            Some(EditedList {
+                kind: ListKind::Blocklist,
+                text: "first.example\n",
+                set: &first.set,
+            }),
+        )
+        .expect("publish");
+        let published = book.account(id).expect("published");
+        assert!(published.own_block.covers_dotted(b"second.example"));
+        assert!(!published.own_block.covers_dotted(b"first.example"));
+    }
+
+    #[test]
+    fn a_settings_edit_keeps_both_published_lists() {
+        let (store, book, id) = book_with_account();
+        save(&store, id, ListKind::Allowlist, "ok.example\n");
+        book.publish(&store, id, None).expect("publish");
+        save(&store, id, ListKind::Blocklist, "bad.example\n");
+        let bad = compile_list(ListKind::Blocklist, "bad.example\n").expect("compiles");
+        book.publish(
+            &store,
+            id,
+            Some(EditedList {
+                kind: ListKind::Blocklist,
+                text: "bad.example\n",
+                set: &bad.set,
+            }),
+        )
+        .expect("publish");
+        book.publish(&store, id, None).expect("settings publish");
+        let p = book.account(id).expect("published");
+        assert!(p.own_block.covers_dotted(b"bad.example"));
+        assert!(p.own_allow.covers_dotted(b"ok.example"));
+        // And what the resolver holds is the same.
+        let snapshot = book.snapshots().load();
+        let qorgan_blocklists::ClientPolicy::Account(policy) =
+            snapshot.client_policy("10.9.1.1".parse().expect("ip"))
+        else {
+            panic!("10.9.0.0/16 is the account's");
+        };
+        assert!(policy.own_block.covers_dotted(b"bad.example"));
+        assert!(policy.own_allow.covers_dotted(b"ok.example"));
+    }
 
     #[test]
     fn blocklist_keeps_valid_rules_and_reports_bad_lines_by_number() {

@@ -25,7 +25,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, Authed, Operator};
 use super::operator::NetworkView;
 use super::rfc3339;
 use crate::filter::{AuditEntry, FilterSettings, ListKind, StoredList};
-use crate::policy::{compile_list, LineError, ListProblem, MAX_OWN_RULES};
+use crate::policy::{compile_list, EditedList, LineError, ListProblem, MAX_OWN_RULES};
 use crate::store::{Account, User};
 use crate::usage::ALMATY_OFFSET_SECS;
 use crate::{now_secs, App};
@@ -428,7 +428,7 @@ pub(crate) async fn put_filter(
     app.store()
         .filters()
         .save_settings(authed.account.id, &new, entry)?;
-    app.publish_policy(authed.account.id)?;
+    app.publish_policy(authed.account.id, None)?;
     Ok(Json(filter_view(&app, &authed.account)?))
 }
 
@@ -596,7 +596,14 @@ async fn put_list(
         format!("{} (было {before})", rules_ru(rules)),
     )?;
     filters.save_list(authed.account.id, kind, &stored, entry)?;
-    app.publish_policy(authed.account.id)?;
+    app.publish_policy(
+        authed.account.id,
+        Some(EditedList {
+            kind,
+            text: &stored.text,
+            set: &compiled.set,
+        }),
+    )?;
     Ok(Json(ListSaved {
         rules,
         rejected_count: compiled.rejected.len(),

@@ -261,7 +261,7 @@ pub(crate) async fn add_network(
     })?;
     let (network, fresh) = app.store().add_network(account.id, cidr, now_secs())?;
     if fresh {
-        app.publish_policy(account.id)?;
+        app.publish_policy(account.id, None)?;
     }
     let status = if fresh {
         StatusCode::CREATED
