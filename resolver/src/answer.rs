@@ -115,6 +115,25 @@ pub fn add_blocked_ede(edns: &mut Edns, extra_text: &str) {
         .insert(EdnsOption::Unknown(EDE_OPTION_CODE, data));
 }
 
+/// Encodes hickory's answer into at most `max_size` bytes (TC=1 and fewer records above it):
+/// what our UDP and TCP responders send (`MessageResponse::encode` is crate-private).
+pub(crate) fn encode_response<'q, 'a, A, N, S, D>(
+    response: hickory_server::zone_handler::MessageResponse<'q, 'a, A, N, S, D>,
+    max_size: u16,
+) -> Result<(Vec<u8>, hickory_server::server::ResponseInfo), hickory_net::NetError>
+where
+    A: Iterator<Item = &'a Record> + Send + 'a,
+    N: Iterator<Item = &'a Record> + Send + 'a,
+    S: Iterator<Item = &'a Record> + Send + 'a,
+    D: Iterator<Item = &'a Record> + Send + 'a,
+{
+    let mut bytes = Vec::with_capacity(512);
+    let mut encoder = hickory_proto::serialize::binary::BinEncoder::new(&mut bytes);
+    encoder.set_max_size(max_size);
+    let info = response.destructive_emit(&mut encoder)?;
+    Ok((bytes, info))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,6 @@ use std::time::Duration;
 use hickory_net::xfer::Protocol;
 use hickory_net::NetError;
 use hickory_proto::rr::Record;
-use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -235,10 +234,7 @@ impl ResponseHandler for TcpResponder {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let mut bytes = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(u16::MAX);
-        let info = response.destructive_emit(&mut encoder)?;
+        let (bytes, info) = crate::answer::encode_response(response, u16::MAX)?;
         // A closed connection just loses its answer.
         let _ = self.answers.send(bytes).await;
         Ok(info)

@@ -20,7 +20,6 @@ use std::time::Duration;
 use hickory_net::xfer::Protocol;
 use hickory_net::NetError;
 use hickory_proto::rr::Record;
-use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
@@ -331,10 +330,7 @@ impl ResponseHandler for SocketResponder {
         // hickory's own UDP encoding (`MessageResponse::encode` is crate-private): at most the
         // response OPT's payload (512 without EDNS), TC=1 and fewer records above it.
         let max_size = response.edns().map_or(512, |edns| edns.max_payload());
-        let mut bytes = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(max_size);
-        let info = response.destructive_emit(&mut encoder)?;
+        let (bytes, info) = crate::answer::encode_response(response, max_size)?;
         send_nonblocking(&self.socket, &bytes, self.dst);
         if let Some(captured) = &self.captured {
             if let Ok(mut slot) = captured.lock() {
