@@ -15,8 +15,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use qorgan_blocklists::parse::{parse_text, FormatHint};
 use qorgan_blocklists::{
-    build_own_sets, AccountId, AccountWire, Action, DomainSet, PatternRule, RejectReason, Rule,
-    SnapshotWire,
+    build_own_sets, AccountId, AccountWire, Action, DomainSet, RejectReason, SnapshotWire,
 };
 use qorgan_resolver::{block_mode_from_config, AccountSpec, SnapshotStore};
 use tokio::sync::watch;
@@ -124,28 +123,26 @@ pub fn compile_list(kind: ListKind, text: &str) -> Result<CompiledList, ListProb
             reason: reason_ru(&r.reason),
         })
         .collect();
-    let (mut rules, mut patterns): (Vec<Rule>, Vec<PatternRule>) = (Vec::new(), Vec::new());
-    for r in parsed.rules {
-        if kind == ListKind::Blocklist && r.action == Action::Allow {
-            rejected.push(LineError {
-                line: r.line,
-                text: line_text(r.line),
-                reason: EXCEPTION_IN_BLOCKLIST.to_owned(),
-            });
-        } else {
-            rules.push(r);
-        }
-    }
-    for p in parsed.patterns {
-        if kind == ListKind::Blocklist && p.action == Action::Allow {
-            rejected.push(LineError {
-                line: p.line,
-                text: line_text(p.line),
-                reason: EXCEPTION_IN_BLOCKLIST.to_owned(),
-            });
-        } else {
-            patterns.push(p);
-        }
+    let (mut rules, mut patterns) = (parsed.rules, parsed.patterns);
+    if kind == ListKind::Blocklist {
+        let exceptions: Vec<u32> = rules
+            .iter()
+            .filter(|r| r.action == Action::Allow)
+            .map(|r| r.line)
+            .chain(
+                patterns
+                    .iter()
+                    .filter(|p| p.action == Action::Allow)
+                    .map(|p| p.line),
+            )
+            .collect();
+        rules.retain(|r| r.action == Action::Block);
+        patterns.retain(|p| p.action == Action::Block);
+        rejected.extend(exceptions.into_iter().map(|line| LineError {
+            line,
+            text: line_text(line),
+            reason: EXCEPTION_IN_BLOCKLIST.to_owned(),
+        }));
     }
     rejected.sort_by_key(|e| e.line);
     let count = rules.len() + patterns.len();

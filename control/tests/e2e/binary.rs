@@ -3,6 +3,7 @@
 //! same data dir.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -18,7 +19,7 @@ pub(crate) struct Qorgan {
     /// The cabinet's base URL (`serve`), empty for a resolver node.
     pub(crate) base: String,
     /// The first DNS listener's address.
-    pub(crate) dns: std::net::SocketAddr,
+    pub(crate) dns: SocketAddr,
     _lines: mpsc::Receiver<String>,
 }
 
@@ -176,16 +177,22 @@ pub(crate) async fn call(
     )
 }
 
-#[tokio::test]
-async fn the_binary_serves_the_cabinet_and_keeps_data_across_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut sink = SmtpSink::start().await;
+/// A config file `name` in `dir` for the binary: every listener on port 0, data in `data`,
+/// mail to `smtp` ("" = the mail folder), forwarding to `upstream`, the shipped lists, no
+/// default-policy networks (loopback sources belong to whichever account maps them).
+pub(crate) fn write_config(
+    dir: &Path,
+    name: &str,
+    upstream: SocketAddr,
+    data: &Path,
+    smtp: &str,
+) -> std::path::PathBuf {
     let lists = concat!(env!("CARGO_MANIFEST_DIR"), "/../blocklists/lists");
-    let config = format!(
+    let text = format!(
         r#"
 [dns]
 listen = ["127.0.0.1:0"]
-upstreams = ["127.0.0.1:9"]
+upstreams = ["{upstream}"]
 [http]
 listen = "127.0.0.1:0"
 public_url = "{PUBLIC_URL}"
@@ -196,6 +203,8 @@ data_dir = "{data}"
 [lists]
 dir = "{lists}"
 watch = false
+[default_policy]
+networks = []
 [operator]
 token = "{OPERATOR_TOKEN}"
 [payments]
@@ -204,11 +213,24 @@ secret = "test-payments-secret"
 smtp = "{smtp}"
 from = "Qorgan <noreply@cabinet.example.kz>"
 "#,
-        data = dir.path().join("data").display(),
-        smtp = sink.url(),
+        data = data.display(),
     );
-    let config_file = dir.path().join("qorgan.toml");
-    std::fs::write(&config_file, config).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn the_binary_serves_the_cabinet_and_keeps_data_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = SmtpSink::start().await;
+    let config_file = write_config(
+        dir.path(),
+        "qorgan.toml",
+        "127.0.0.1:9".parse().unwrap(),
+        &dir.path().join("data"),
+        &sink.url(),
+    );
 
     let q = Qorgan::start(&config_file);
     let op = Some(OPERATOR_TOKEN);

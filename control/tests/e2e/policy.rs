@@ -3,7 +3,6 @@
 //! second process running as a resolver node.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hickory_net::client::{Client, ClientHandle};
@@ -15,7 +14,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::binary::{call, Qorgan};
+use crate::binary::{call, write_config, Qorgan};
 use crate::support::*;
 use crate::upstream::{Upstream, V4};
 
@@ -88,45 +87,6 @@ fn resolved(r: &Option<(ResponseCode, Vec<String>)>) -> bool {
     matches!(r, Some((ResponseCode::NoError, ips)) if ips == &[V4.to_string()])
 }
 
-fn write_config(
-    dir: &Path,
-    name: &str,
-    upstream: SocketAddr,
-    data: &Path,
-    smtp: &str,
-) -> std::path::PathBuf {
-    let lists = concat!(env!("CARGO_MANIFEST_DIR"), "/../blocklists/lists");
-    let text = format!(
-        r#"
-[dns]
-listen = ["127.0.0.1:0"]
-upstreams = ["{upstream}"]
-[http]
-listen = "127.0.0.1:0"
-public_url = "{PUBLIC_URL}"
-[metrics]
-listen = "127.0.0.1:0"
-[storage]
-data_dir = "{data}"
-[lists]
-dir = "{lists}"
-watch = false
-[default_policy]
-networks = []
-[operator]
-token = "{OPERATOR_TOKEN}"
-[payments]
-secret = "test-payments-secret"
-[mail]
-smtp = "{smtp}"
-"#,
-        data = data.display(),
-    );
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 /// Provisions `number` with `cidr`, registers it and logs in; returns the session token.
 async fn customer(base: &str, sink: &mut SmtpSink, number: &str, iin: &str, cidr: &str) -> String {
     let op = Some(OPERATOR_TOKEN);
@@ -186,6 +146,19 @@ async fn put_list(base: &str, token: &str, kind: &str, text: &str) -> (StatusCod
         .unwrap();
     let status = r.status();
     (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The account's `GET /dns-filter/stats` (the default period: the last 7 days).
+async fn get_stats(base: &str, token: &str) -> Value {
+    call(
+        base,
+        Method::GET,
+        "/api/v1/dns-filter/stats",
+        Some(token),
+        None,
+    )
+    .await
+    .1
 }
 
 /// Polls `check` every 50 ms for up to `secs`.
@@ -302,25 +275,11 @@ async fn cabinet_edits_reach_real_dns_queries_and_survive_a_restart() {
 
     // The statistics show the queries once the counters are drained (every 5 s).
     let stats_ok = eventually(15, || async {
-        let (_, s) = call(
-            &q.base,
-            Method::GET,
-            "/api/v1/dns-filter/stats",
-            Some(&token),
-            None,
-        )
-        .await;
+        let s = get_stats(&q.base, &token).await;
         s["blocked"].as_u64().unwrap_or(0) >= 5 && s["queries"].as_u64().unwrap_or(0) >= 8
     })
     .await;
-    let (_, stats) = call(
-        &q.base,
-        Method::GET,
-        "/api/v1/dns-filter/stats",
-        Some(&token),
-        None,
-    )
-    .await;
+    let stats = get_stats(&q.base, &token).await;
     assert!(stats_ok, "{stats}");
     assert_eq!(stats["days"].as_array().unwrap().len(), 7);
     let top: Vec<&str> = stats["top_blocked"]
@@ -348,14 +307,7 @@ async fn cabinet_edits_reach_real_dns_queries_and_survive_a_restart() {
         .filter_map(|e| e["action"].as_str())
         .collect();
     assert_eq!(actions, ["allowlist", "blocklist", "settings"], "{audit}");
-    let (_, b_stats) = call(
-        &q.base,
-        Method::GET,
-        "/api/v1/dns-filter/stats",
-        Some(&other),
-        None,
-    )
-    .await;
+    let b_stats = get_stats(&q.base, &other).await;
     assert_eq!(
         b_stats["queries"], 2,
         "each account counts its own queries: {b_stats}"
@@ -388,14 +340,7 @@ async fn cabinet_edits_reach_real_dns_queries_and_survive_a_restart() {
     assert!(blocked(&resolve(&mut a, "x.tracker.example").await));
     assert!(resolved(&resolve(&mut a, "ok.tracker.example").await));
     assert!(resolved(&resolve(&mut a, &ads).await));
-    let (_, stats) = call(
-        &q.base,
-        Method::GET,
-        "/api/v1/dns-filter/stats",
-        Some(&token),
-        None,
-    )
-    .await;
+    let stats = get_stats(&q.base, &token).await;
     assert!(stats["queries"].as_u64().unwrap() >= before, "{stats}");
     q.stop();
 }
@@ -466,14 +411,7 @@ async fn a_node_follows_the_cabinet_and_keeps_its_policy_while_control_is_down()
     // The node's queries come back as the customer's statistics.
     assert!(blocked(&resolve(&mut n, "a.edge.example").await));
     let counted = eventually(15, || async {
-        let (_, s) = call(
-            &q.base,
-            Method::GET,
-            "/api/v1/dns-filter/stats",
-            Some(&token),
-            None,
-        )
-        .await;
+        let s = get_stats(&q.base, &token).await;
         s["blocked"].as_u64().unwrap_or(0) >= 2
     })
     .await;

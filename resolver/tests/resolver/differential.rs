@@ -11,7 +11,7 @@ use hickory_proto::op::Message;
 use hickory_proto::rr::Record;
 use qorgan_resolver::FastPathOptions;
 
-use crate::harness::{raw_exchange, Resolver, Setup, ACCOUNT_1, POLICY};
+use crate::harness::{raw_exchange, Resolver, Rng, Setup, ACCOUNT_1, POLICY};
 
 /// Accounts in every block mode, one source address each; 127.0.0.9 belongs to nobody.
 const MODES_POLICY: &str = r#"
@@ -70,21 +70,6 @@ const NAMES: &[&str] = &[
 
 /// qtypes: A, AAAA, MX, TXT, ANY, HTTPS, NS, SOA.
 const QTYPES: [u16; 8] = [1, 28, 15, 16, 255, 65, 2, 6];
-
-/// A deterministic generator (xorshift), so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 fn wire_query(id: u16, name: &str, qtype: u16, flags: u16, edns: Option<(u16, bool)>) -> Vec<u8> {
     let mut q = id.to_be_bytes().to_vec();
