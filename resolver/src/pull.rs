@@ -478,3 +478,149 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qorgan_blocklists::{AccountId, AccountWire, BlockMode, ClientPolicy, DomainSet};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A control plane stand-in on 127.0.0.1 that answers every request with `body` (200).
+    async fn answering(body: Vec<u8>, generation: u64) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-qorgan-generation: {generation}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+                let _ = s.shutdown().await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn node(url: String, dir: &Path) -> (Arc<Node>, u64, SnapshotStore) {
+        let store = SnapshotStore::new(&qorgan_config::DefaultPolicyConfig {
+            networks: Vec::new(),
+            ..Default::default()
+        });
+        let config = PullConfig {
+            url,
+            token: "t".into(),
+            node: "n1".into(),
+            usage_interval: Duration::from_secs(60),
+        };
+        let (node, held) = Node::start(config, dir, store.clone(), &Registry::new()).expect("node");
+        (node, held, store)
+    }
+
+    fn snapshot(generation: u64) -> Vec<u8> {
+        let parsed = qorgan_blocklists::parse::parse_text(
+            "node-test.example\n",
+            "t",
+            qorgan_blocklists::parse::FormatHint::Auto,
+        );
+        let (own_block, _) =
+            qorgan_blocklists::build_own_sets((&parsed.rules, &parsed.patterns), (&[], &[]))
+                .expect("sets");
+        wire::encode(&SnapshotWire {
+            generation,
+            catalog_hash: String::new(),
+            accounts: vec![AccountWire {
+                id: AccountId(9),
+                enabled: true,
+                networks: vec!["10.8.0.0/16".parse().expect("net")],
+                categories: Vec::new(),
+                block_mode: BlockMode::Nxdomain,
+                own_block,
+                own_allow: DomainSet::default(),
+            }],
+        })
+    }
+
+    fn enforced(store: &SnapshotStore) -> bool {
+        let snap = store.load();
+        match snap.client_policy("10.8.0.1".parse().expect("ip")) {
+            ClientPolicy::Account(p) => snap.decide_dotted(p, b"node-test.example").is_blocked(),
+            _ => false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_good_snapshot_is_applied_kept_on_disk_and_restored_at_start() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = answering(snapshot(7), 7).await;
+        let (n, held, store) = node(url.clone(), dir.path());
+        assert_eq!(held, 0, "nothing saved yet");
+        assert_eq!(n.poll_once(0).await, Ok(7));
+        assert!(enforced(&store));
+        assert_eq!(n.metrics.generation.get(), 7);
+        // A restart while the control plane is gone starts from the saved snapshot.
+        let (_, held, store) = node("http://127.0.0.1:9".into(), dir.path());
+        assert_eq!(held, 7);
+        assert!(enforced(&store));
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_truncated_or_older_snapshot_is_rejected_and_the_policy_stays() {
+        let dir = tempfile::tempdir().expect("dir");
+        let good = snapshot(7);
+        let (n, _, store) = node(answering(good.clone(), 7).await, dir.path());
+        assert_eq!(n.poll_once(0).await, Ok(7));
+        let saved = std::fs::read(n.disk.snapshot_path()).expect("saved");
+
+        let mut flipped = snapshot(8);
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x40;
+        let truncated = snapshot(9)[..100].to_vec();
+        let cases = [
+            ("flipped byte", flipped, 8),
+            ("truncated", truncated, 9),
+            ("not a snapshot", b"<html>proxy error</html>".to_vec(), 10),
+            ("older generation", snapshot(5), 7),
+        ];
+        for (what, body, generation) in cases {
+            let mut bad = n.config.clone();
+            bad.url = answering(body, generation).await;
+            let liar = Node {
+                config: bad,
+                disk: NodeDisk {
+                    dir: n.disk.dir.clone(),
+                },
+                store: store.clone(),
+                metrics: NodeMetrics::new(&Registry::new()).expect("metrics"),
+                http: n.http.clone(),
+            };
+            assert!(liar.poll_once(7).await.is_err(), "{what} accepted");
+            assert_eq!(liar.metrics.rejected.get(), 1, "{what} counted");
+            assert!(enforced(&store), "{what}: the policy stays");
+            assert_eq!(
+                std::fs::read(n.disk.snapshot_path()).expect("saved"),
+                saved,
+                "{what}: the saved snapshot stays"
+            );
+        }
+    }
+
+    #[test]
+    fn a_damaged_saved_snapshot_is_ignored_at_start() {
+        let dir = tempfile::tempdir().expect("dir");
+        let disk = NodeDisk {
+            dir: dir.path().join(NODE_DIR),
+        };
+        let mut bytes = snapshot(3);
+        bytes[40] ^= 1;
+        write_atomic(&disk.snapshot_path(), &bytes).expect("write");
+        let store = SnapshotStore::new(&qorgan_config::DefaultPolicyConfig::default());
+        assert_eq!(load_last_good(&disk, &store), 0);
+        assert!(!enforced(&store));
+    }
+}
