@@ -284,4 +284,41 @@ async fn node_endpoints_refuse_a_wrong_token_and_serve_a_checksummed_snapshot() 
     };
     assert_eq!(post().await["applied"], true);
     assert_eq!(post().await["applied"], false);
+
+    // A malformed report is refused whole; an unknown catalog hash is a clear 404.
+    let bad = s
+        .http
+        .post(s.url("/api/v1/operator/nodes/usage"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .header("x-qorgan-node", "n1")
+        .header("content-type", "application/json")
+        .body(r#"{"seq": 6, "report": {"at": "yesterday"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let six: serde_json::Value = s
+        .http
+        .post(s.url("/api/v1/operator/nodes/usage"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .header("x-qorgan-node", "n1")
+        .json(&json!({"seq": 6, "report": {"at": 1_796_151_600, "accounts": {}, "samples_dropped": 0}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        six["applied"], true,
+        "seq 6 was not taken by the refused report"
+    );
+    let r = s
+        .operator(
+            Method::GET,
+            &format!("/api/v1/operator/nodes/catalog/{}", "0".repeat(64)),
+            None,
+        )
+        .await;
+    r.error(StatusCode::NOT_FOUND, "catalog_not_found");
 }
