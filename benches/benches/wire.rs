@@ -48,6 +48,7 @@ fn table(accounts: u32) -> SnapshotWire {
             },
             own_block,
             own_allow,
+            qps_limit: 0,
         });
     }
     SnapshotWire {

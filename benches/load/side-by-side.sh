@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side DNS load test: qorgan (UDP fast path, and hickory only with dns.fast_path = false),
-# Unbound and PowerDNS Recursor with the same ~750k-domain union of the shared blocklists, the
+# Side-by-side DNS load test: qorgan (`serve` with the UDP fast path; a resolver-only node
+# `qorgan resolver` pulling from a control plane on the client core; hickory only with
+# dns.fast_path = false), Unbound and PowerDNS Recursor with the same ~750k-domain union of the shared blocklists, the
 # same local upstream (nsd with a wildcard root zone), the server pinned to core 0 and dnsperf to
 # core 1, half blocked and half allowed names from the shared popular lists.
 #
@@ -11,7 +12,8 @@
 # Prints, for each server: CPU microseconds per query at each fixed offered load (the fair cost
 # figure: dnsperf itself saturates near 150-200k QPS here) and the queries lost there,
 # saturation QPS with the server's CPU share meanwhile (QPS per core = QPS / share), p99 latency
-# and loss at half of the server's own saturation QPS, RSS after load, and start-up time
+# and loss at half of the server's own saturation QPS, RSS after load (every cache warmed with
+# every name twice first), and start-up time
 # (qorgan: cold, then warm from the compiled-lists cache), then qorgan's ratios to each peer.
 # PowerDNS Recursor blocks through an RPZ file (`x CNAME .` and `*.x CNAME .` per domain).
 # All traffic stays on 127.0.0.1; every dnsperf run is bounded by -l.
@@ -21,7 +23,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 shared=${QORGAN_SHARED:-$root/../shared}/data
 DURATION=${DURATION:-15}
 QPS=${QPS:-40000 50000}
-SERVERS=${SERVERS:-unbound pdns qorgan qorgan-hickory}
+SERVERS=${SERVERS:-unbound pdns qorgan qorgan-node qorgan-hickory}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 UPSTREAM_PORT=${UPSTREAM_PORT:-15399}
@@ -29,8 +31,10 @@ QORGAN_PORT=${QORGAN_PORT:-15301}
 UNBOUND_PORT=${UNBOUND_PORT:-15302}
 PDNS_PORT=${PDNS_PORT:-15303}
 QORGAN_HICKORY_PORT=${QORGAN_HICKORY_PORT:-15304}
+QORGAN_NODE_PORT=${QORGAN_NODE_PORT:-15305}
+CONTROL_HTTP_PORT=${CONTROL_HTTP_PORT:-15380}
 
-for tool in dnsperf unbound nsd dig taskset python3; do
+for tool in dnsperf unbound nsd dig taskset python3 curl; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install dnsperf unbound nsd bind9-dnsutils util-linux)" >&2; exit 2; }
 done
 [ -d "$shared/blocklists" ] || { echo "no shared data at $shared: nothing to measure" >&2; exit 2; }
@@ -146,6 +150,9 @@ server:
   logfile: ""
   verbosity: 0
   num-threads: 1
+  # Room for every answer of the run (the 4 MB defaults would evict and re-ask the upstream).
+  msg-cache-size: 64m
+  rrset-cache-size: 128m
   module-config: "iterator"
   do-not-query-localhost: no
   access-control: 127.0.0.0/8 allow
@@ -174,6 +181,7 @@ write-pid=no
 disable-syslog=yes
 quiet=yes
 loglevel=4
+security-poll-suffix=
 EOF
 cat > "$work/pdns/recursor.lua" <<EOF
 rpzFile("$work/rpz.zone", {policyName="qorgan-union"})
@@ -198,8 +206,32 @@ watch = false
 networks = ["127.0.0.0/8"]
 categories = [$cats]
 EOF
+# A resolver-only node (what a provider runs per site) pulling from a control plane that runs
+# on the client core: the same lists, the same default policy (the node applies the control
+# plane's, so it is set there).
+cat > "$work/control.toml" <<EOF
+[dns]
+listen = ["127.0.0.1:0"]
+upstreams = ["127.0.0.1:$UPSTREAM_PORT"]
+[http]
+listen = "127.0.0.1:$CONTROL_HTTP_PORT"
+[metrics]
+listen = "127.0.0.1:0"
+[storage]
+data_dir = "$work/control-data"
+[lists]
+dir = "$work/lists"
+watch = false
+[operator]
+token = "side-by-side-node-token"
+[default_policy]
+networks = ["127.0.0.0/8"]
+categories = [$cats]
+EOF
+sed -e "s/^listen = \[\"127.0.0.1:$QORGAN_PORT\"\]/listen = [\"127.0.0.1:$QORGAN_NODE_PORT\"]/" \
+    -e "s|^data_dir = .*|data_dir = \"$work/node-data\"|" "$work/qorgan.toml" > "$work/node.toml"
 # The same server with UDP through hickory-server only (the fast path's baseline).
-sed -e "s/^listen = \[\"127.0.0.1:$QORGAN_PORT\"\]/listen = [\"127.0.0.1:$QORGAN_HICKORY_PORT\"]\nfast_path = false/" \
+sed -e "s/^listen = \[\"127.0.0.1:$QORGAN_PORT\"\]/listen = [\"127.0.0.1:$QORGAN_HICKORY_PORT\"]\nfast_path = false\ncache_size = 65536/" \
   "$work/qorgan.toml" > "$work/qorgan-hickory.toml"
 
 # wait_answer PORT: seconds until the server answers a query (any rcode).
@@ -260,7 +292,9 @@ PY
 declare -A R
 measure() {
   local name=$1 port=$2 pid=$3
-  run_dnsperf "$port" -l 3 >/dev/null   # warm the caches
+  # Warm every cache with every name, twice (the first pass is mostly upstream misses).
+  run_dnsperf "$port" -n 1 -l 60 -Q 20000 >/dev/null
+  run_dnsperf "$port" -n 1 -l 60 -Q 30000 >/dev/null
   local c0 t0 c1 t1 out q done lost qps lat half p50 p99 hlost
   for q in $QPS; do
     c0=$(cpu_ns "$pid")
@@ -333,6 +367,28 @@ for server in $SERVERS; do
       fi
       measure qorgan "$QORGAN_PORT" "$spid"
       kill "$spid"; wait "$spid" 2>/dev/null || true
+      ;;
+    qorgan-node)
+      echo "== qorgan resolver node (control plane on the client core)"
+      rm -rf "$work/node-data" "$work/control-data"
+      taskset -c "$CLIENT_CPU" "$qorgan" serve --config "$work/control.toml" > "$work/control.log" 2>&1 &
+      cpid=$!; pids+=($cpid)
+      for _ in $(seq 1 300); do
+        curl -sf "http://127.0.0.1:$CONTROL_HTTP_PORT/api/v1/health" >/dev/null 2>&1 && break
+        sleep 0.1
+      done
+      taskset -c "$SERVER_CPU" "$qorgan" resolver --control "http://127.0.0.1:$CONTROL_HTTP_PORT" \
+        --token side-by-side-node-token --node bench --config "$work/node.toml" > "$work/node.log" 2>&1 &
+      spid=$!; pids+=($spid)
+      R[qorgan-node.start]=$(wait_answer "$QORGAN_NODE_PORT")
+      # The catalog arrives after the first answers: wait until a listed name is blocked.
+      probe=$(awk 'NR==1 {print $1}' "$work/queries.txt")
+      for _ in $(seq 1 600); do
+        dig @127.0.0.1 -p "$QORGAN_NODE_PORT" +tries=1 +time=1 "$probe" A 2>/dev/null | grep -q NXDOMAIN && break
+        sleep 0.2
+      done
+      measure qorgan-node "$QORGAN_NODE_PORT" "$spid"
+      kill "$spid" "$cpid"; wait "$spid" "$cpid" 2>/dev/null || true
       ;;
     qorgan-hickory)
       echo "== qorgan with dns.fast_path = false (hickory-server serves UDP)"

@@ -76,6 +76,12 @@ pub struct AccountCounters {
     pub allowed_override: AtomicU64,
     /// Blocked, per category index.
     pub blocked_by_category: [AtomicU64; MAX_CATEGORIES],
+    /// Queries refused because the account went over its `qps_limit`.
+    pub rate_limited: AtomicU64,
+    /// The second (Unix time) `rate_count` counts queries of.
+    rate_window: AtomicU64,
+    /// Queries seen in `rate_window`.
+    rate_count: AtomicU64,
 }
 
 impl Default for AccountCounters {
@@ -86,6 +92,9 @@ impl Default for AccountCounters {
             blocked_own: AtomicU64::new(0),
             allowed_override: AtomicU64::new(0),
             blocked_by_category: std::array::from_fn(|_| AtomicU64::new(0)),
+            rate_limited: AtomicU64::new(0),
+            rate_window: AtomicU64::new(0),
+            rate_count: AtomicU64::new(0),
         }
     }
 }
@@ -139,6 +148,10 @@ pub struct AccountPolicy {
     /// one revision are not served under another, so an account's edit invalidates its own
     /// cached answers and nobody else's.
     pub revision: u64,
+    /// Queries per second the account's networks may send (its tariff); 0 = no limit. Over
+    /// it, queries are refused: one customer's storm (or infected host) cannot take the
+    /// resolver's capacity from the others (RELIABILITY T7).
+    pub qps_limit: u32,
 }
 
 impl AccountPolicy {
@@ -153,6 +166,32 @@ impl AccountPolicy {
             own_allow: DomainSet::default(),
             counters: Arc::new(AccountCounters::default()),
             revision: 0,
+            qps_limit: 0,
+        }
+    }
+
+    /// Whether one more query fits the account's `qps_limit` in second `now_secs` (Unix
+    /// time); counts it in `rate_limited` when not. A fixed one-second window in the account's
+    /// counters, shared by every worker and carried across revisions: two atomics, no lock.
+    /// Racing threads at a window's start may let a few extra queries through.
+    pub fn admit(&self, now_secs: u64) -> bool {
+        if self.qps_limit == 0 {
+            return true;
+        }
+        let c = &self.counters;
+        let window = c.rate_window.load(Ordering::Relaxed);
+        if window != now_secs
+            && c.rate_window
+                .compare_exchange(window, now_secs, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            c.rate_count.store(0, Ordering::Relaxed);
+        }
+        if c.rate_count.fetch_add(1, Ordering::Relaxed) < u64::from(self.qps_limit) {
+            true
+        } else {
+            c.rate_limited.fetch_add(1, Ordering::Relaxed);
+            false
         }
     }
 }

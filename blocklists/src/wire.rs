@@ -75,7 +75,7 @@ use crate::policy::{AccountId, BlockMode};
 /// The first bytes of every encoded snapshot.
 pub const MAGIC: &[u8; 8] = b"QORGSNAP";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The size of the fixed header in front of the payload.
 pub const HEADER_LEN: usize = 64;
 
@@ -108,6 +108,8 @@ pub struct AccountWire {
     pub own_block: DomainSet,
     /// The account's own allow list.
     pub own_allow: DomainSet,
+    /// Queries per second its networks may send; 0 = no limit.
+    pub qps_limit: u32,
 }
 
 /// The fixed header of an encoded snapshot, readable before the payload has arrived.
@@ -235,6 +237,7 @@ pub fn encode(snapshot: &SnapshotWire) -> Vec<u8> {
         }
         w.own_list(&a.own_block);
         w.own_list(&a.own_allow);
+        w.u32(a.qps_limit);
     }
     let mut out = w.0;
     let payload_len = (out.len() - HEADER_LEN) as u64;
@@ -331,7 +334,7 @@ pub fn fuzz_decode(data: &[u8]) {
 }
 
 // Smallest encodings, used to cap counts by the bytes that remain.
-const MIN_ACCOUNT: usize = 8 + 1 + 4 + 4 + 1 + 2 * MIN_OWN_LIST;
+const MIN_ACCOUNT: usize = 8 + 1 + 4 + 4 + 1 + 2 * MIN_OWN_LIST + 4;
 const MIN_OWN_LIST: usize = 4 + 4;
 const MIN_NETWORK: usize = 1 + 4 + 1;
 const MIN_CATEGORY: usize = 1 + 1;
@@ -554,6 +557,7 @@ fn account(r: &mut Rd<'_>) -> Result<AccountWire, BlocklistError> {
     };
     let own_block = own_list(r, id, "own block list")?;
     let own_allow = own_list(r, id, "own allow list")?;
+    let qps_limit = r.u32("qps limit")?;
     Ok(AccountWire {
         id,
         enabled,
@@ -562,6 +566,7 @@ fn account(r: &mut Rd<'_>) -> Result<AccountWire, BlocklistError> {
         block_mode,
         own_block,
         own_allow,
+        qps_limit,
     })
 }
 

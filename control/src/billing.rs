@@ -35,6 +35,10 @@ pub const MAX_PERIOD_DAYS: i64 = 366;
 /// Statistics requests an account may have queued at once.
 pub const MAX_OPEN_STATS_REQUESTS: usize = 3;
 
+/// The key of the order counter; and how many last-six-digit suffixes there are.
+const ORDER_SEQ_KEY: &[u8] = b"last";
+const ORDER_SUFFIXES: u32 = 1_000_000;
+
 // ------------------------------------------------------------------------------ dates
 
 /// An inclusive period of dates (CONTRACT §5: periods are inclusive dates).
@@ -302,8 +306,13 @@ impl InvoiceKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InvoiceLine {
     /// What was sold.
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub description: String,
     /// Amount, tiyn.
+    #[schema(minimum = -1_000_000_000_000_i64, maximum = 1_000_000_000_000_i64)]
     pub amount_tiyn: i64,
 }
 
@@ -526,6 +535,8 @@ pub struct Billing {
     db: sled::Db,
     orders: sled::Tree,
     idx_order_suffix: sled::Tree,
+    /// The last order sequence number, under [`ORDER_SEQ_KEY`].
+    order_seq: sled::Tree,
     payments: sled::Tree,
     idx_payment_ref: sled::Tree,
     idx_payment_order: sled::Tree,
@@ -540,8 +551,8 @@ pub struct Billing {
     services: sled::Tree,
     outbox: sled::Tree,
     outbox_attachments: sled::Tree,
-    /// Serialises check-then-insert sequences that scan (open statistics requests, order id
-    /// suffixes); held only around synchronous sled calls.
+    /// Serialises check-then-insert sequences that scan (open statistics requests); held only
+    /// around synchronous sled calls.
     scan_lock: Arc<Mutex<()>>,
 }
 
@@ -552,6 +563,7 @@ impl Billing {
         Ok(Self {
             orders: db.open_tree("orders")?,
             idx_order_suffix: db.open_tree("idx_order_suffix")?,
+            order_seq: db.open_tree("order_seq")?,
             payments: db.open_tree("payments")?,
             idx_payment_ref: db.open_tree("idx_payment_ref")?,
             idx_payment_order: db.open_tree("idx_payment_order")?,
@@ -593,6 +605,12 @@ impl Billing {
 
     /// Reserves a new order in state `created` with an id whose last six digits no other order
     /// has (Halyk's rule; harmless for the sandbox). `ttl_secs` later an unpaid order expires.
+    ///
+    /// Order ids count up from their own counter, moved in the same transaction as the order.
+    /// They cannot come from sled's `generate_id`: it resumes 2 000 000 ahead after every
+    /// restart, which brings back the last six digits of the orders made since its last
+    /// persisted value, so after a few restarts every fresh id was taken (the S1 crash test
+    /// found top-ups refused with 409 that way).
     pub fn reserve_order(
         &self,
         gateway: &str,
@@ -602,44 +620,54 @@ impl Billing {
         ttl_secs: i64,
         now: i64,
     ) -> Result<PaymentOrder, ControlError> {
-        let _guard = self.lock();
-        for _ in 0..64 {
-            let order_id = crate::payments::halyk::invoice_id(self.next_id()?);
-            let suffix = crate::payments::halyk::invoice_suffix(&order_id).to_owned();
-            if self.idx_order_suffix.contains_key(suffix.as_bytes())? {
-                continue;
-            }
-            let order = PaymentOrder {
-                order_id: order_id.clone(),
-                gateway: gateway.to_owned(),
-                account_id,
-                user_id,
-                amount_tiyn,
-                currency: CURRENCY.to_owned(),
-                secret: None,
-                payment_url: None,
-                widget: None,
-                status: OrderStatus::Created,
-                reference: None,
-                card_mask: None,
-                approval_code: None,
-                last_error: None,
-                raw_callback: None,
-                payment_id: None,
-                created_at: now,
-                expires_at: now.saturating_add(ttl_secs),
-                credited_at: None,
-            };
-            let value = enc(&order)?;
-            let r = (&self.orders, &self.idx_order_suffix).transaction(|(orders, suffixes)| {
-                orders.insert(order_id.as_bytes(), value.clone())?;
-                suffixes.insert(suffix.as_bytes(), order_id.as_bytes())?;
-                Ok(())
-            });
-            from_tx(r)?;
-            return Ok(order);
-        }
-        Err(ControlError::Conflict)
+        let template = PaymentOrder {
+            order_id: String::new(),
+            gateway: gateway.to_owned(),
+            account_id,
+            user_id,
+            amount_tiyn,
+            currency: CURRENCY.to_owned(),
+            secret: None,
+            payment_url: None,
+            widget: None,
+            status: OrderStatus::Created,
+            reference: None,
+            card_mask: None,
+            approval_code: None,
+            last_error: None,
+            raw_callback: None,
+            payment_id: None,
+            created_at: now,
+            expires_at: now.saturating_add(ttl_secs),
+            credited_at: None,
+        };
+        let r = (&self.orders, &self.idx_order_suffix, &self.order_seq).transaction(
+            |(orders, suffixes, seq)| {
+                let mut n = seq
+                    .get(ORDER_SEQ_KEY)?
+                    .as_deref()
+                    .and_then(id_of)
+                    .unwrap_or(0);
+                // A taken suffix (an order from before this counter, or a wrap after a million
+                // orders) is skipped; only a full suffix space refuses.
+                for _ in 0..ORDER_SUFFIXES {
+                    n = n.wrapping_add(1);
+                    let order_id = crate::payments::halyk::invoice_id(n);
+                    let suffix = crate::payments::halyk::invoice_suffix(&order_id);
+                    if suffixes.get(suffix.as_bytes())?.is_some() {
+                        continue;
+                    }
+                    let mut order = template.clone();
+                    order.order_id.clone_from(&order_id);
+                    orders.insert(order_id.as_bytes(), tx_enc(&order)?)?;
+                    suffixes.insert(suffix.as_bytes(), order_id.as_bytes())?;
+                    seq.insert(ORDER_SEQ_KEY, &be(n))?;
+                    return Ok(order);
+                }
+                abort(ControlError::Conflict)
+            },
+        );
+        from_tx(r)
     }
 
     /// Stores what the gateway said when the order was opened and moves it to `pending`.
@@ -1348,6 +1376,9 @@ fn same_invoice(a: &Invoice, b: &Invoice) -> bool {
         && a.lines == b.lines
         && a.corrects_number == b.corrects_number
 }
+
+mod reconcile;
+pub use reconcile::{BalanceMismatch, LedgerReconciliation, Orphan, OrphanKind};
 
 #[cfg(test)]
 mod tests;

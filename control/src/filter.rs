@@ -37,6 +37,10 @@ pub struct FilterSettings {
     pub custom_ip: Vec<IpAddr>,
     /// Unix seconds of the last change; `None` while the account has the defaults.
     pub updated_at: Option<i64>,
+    /// Queries per second the account's networks may send (the operator's tariff; the
+    /// customer cannot change it); 0 = no limit. Missing in settings stored before it existed.
+    #[serde(default)]
+    pub qps_limit: u32,
 }
 
 impl FilterSettings {
@@ -49,6 +53,7 @@ impl FilterSettings {
             block_mode: config.block_mode,
             custom_ip: config.custom_ip.clone(),
             updated_at: None,
+            qps_limit: 0,
         }
     }
 }

@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod money;
 pub mod payments;
 pub mod policy;
+mod seal;
 pub mod secrets;
 mod server;
 pub mod stats_csv;
@@ -276,7 +277,7 @@ impl App {
                 limits: Mutex::new(HashMap::new()),
                 mail_cancel,
                 mail_task: Mutex::new(Some(task)),
-                openapi_json: api::openapi_json(),
+                openapi_json: api::openapi_json(config),
                 topups,
                 stats_notify,
                 billing_task: Mutex::new(Some(billing_task)),

@@ -1,7 +1,7 @@
 //! Control-plane metrics, registered once in the caller's Prometheus registry (the `/metrics`
 //! listener belongs to the binary). Labels are closed sets; never an account or a user.
 
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::error::ControlError;
 
@@ -16,6 +16,9 @@ pub struct Metrics {
     pub mail_delivered: IntCounter,
     /// Failed delivery attempts (each retry counts).
     pub mail_attempt_failures: IntCounter,
+    /// Problems the last ledger reconciliation found (balances that differ from their ledger
+    /// plus orphaned payments, orders and ledger rows); anything above 0 wants an operator.
+    pub ledger_mismatches: IntGauge,
 }
 
 impl Metrics {
@@ -38,11 +41,16 @@ impl Metrics {
                 "qorgan_mail_attempt_failures_total",
                 "Failed email delivery attempts",
             )?,
+            ledger_mismatches: IntGauge::new(
+                "qorgan_ledger_mismatches",
+                "Balance mismatches and orphaned payment records at the last ledger reconciliation",
+            )?,
         };
         registry.register(Box::new(m.logins.clone()))?;
         registry.register(Box::new(m.registrations.clone()))?;
         registry.register(Box::new(m.mail_delivered.clone()))?;
         registry.register(Box::new(m.mail_attempt_failures.clone()))?;
+        registry.register(Box::new(m.ledger_mismatches.clone()))?;
         Ok(m)
     }
 }

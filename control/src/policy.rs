@@ -390,6 +390,7 @@ impl PolicyBook {
                 block_mode: block_mode_from_config(settings.block_mode, &settings.custom_ip),
                 own_block,
                 own_allow,
+                qps_limit: settings.qps_limit,
             },
             block_text,
             allow_text,

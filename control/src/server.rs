@@ -20,12 +20,21 @@ use crate::{App, ControlError};
 
 /// Serves the cabinet and operator API on `listener` until `shutdown` is cancelled, then
 /// waits (at most 10 s) for requests in flight and closes the app ([`App::close`]: the mail
-/// sender stops, the store is flushed).
+/// sender stops, the store is flushed). On start it reconciles the ledger once in the
+/// background (RELIABILITY W9; it logs and reports, serving does not wait for it).
 pub async fn serve_http(
     app: App,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ControlError> {
+    let reconciliation = tokio::spawn({
+        let app = app.clone();
+        async move {
+            if let Err(e) = crate::api::operator::reconcile(&app).await {
+                tracing::error!(error = %e, "ledger reconciliation failed");
+            }
+        }
+    });
     let router = app.router();
     let header_timeout = Duration::from_secs(app.config().http.header_timeout_secs);
     let slots = Arc::new(Semaphore::new(app.config().http.max_connections));
@@ -88,5 +97,7 @@ pub async fn serve_http(
     {
         connections.abort_all();
     }
+    // It holds a clone of the app: the store must not outlive this call.
+    let _ = reconciliation.await;
     app.close().await
 }

@@ -10,6 +10,9 @@
 //! `delete_user`), not a key-value pass-through, so that a replicated database can later stand
 //! behind the same interface.
 //!
+//! Outbox bodies written here (passwords, one-time links) are sealed before they reach sled
+//! ([`crate::seal`]); sessions and one-time tokens are keyed by their SHA-256 only.
+//!
 //! Writes that must first scan (network overlap, re-parenting children) take `scan_lock`, a
 //! std mutex held only for synchronous sled calls, so two of them cannot interleave.
 
@@ -28,6 +31,9 @@ use crate::error::ControlError;
 pub type Id = u64;
 
 const VERSION: u8 = 1;
+
+/// The outbox key's file in the store directory ([`crate::seal`]): not part of sled's files.
+pub const OUTBOX_KEY: &str = "outbox.key";
 
 /// Account status as billing reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,8 +219,19 @@ pub struct Session {
     pub created_at: i64,
     /// Unix seconds.
     pub expires_at: i64,
-    /// Long-lived ("remember me").
+    /// Long-lived ("remember me"): exempt from the idle limit, only `expires_at` ends it.
     pub remember: bool,
+    /// Unix seconds of the last request made with it (for the idle limit); 0 in records
+    /// written before it existed, which then count from `created_at`.
+    #[serde(default)]
+    pub last_seen: i64,
+}
+
+impl Session {
+    /// When the session was last used: `last_seen`, or `created_at` for an old record.
+    pub fn last_active(&self) -> i64 {
+        self.last_seen.max(self.created_at)
+    }
 }
 
 /// What a one-time token is for.
@@ -351,6 +368,8 @@ pub struct Store {
     outbox: sled::Tree,
     throttle: sled::Tree,
     scan_lock: Arc<Mutex<()>>,
+    /// Seals outbox bodies (passwords, one-time links) before they reach sled.
+    seal: crate::seal::SealKey,
     billing: crate::billing::Billing,
     filters: crate::filter::Filters,
 }
@@ -433,11 +452,16 @@ impl From<ControlError> for ConflictableTransactionError<ControlError> {
 impl Store {
     /// Opens (or creates) the store in `dir`. sled may briefly refuse a database that was just
     /// closed in the same process (its file lock), so the open is retried for up to a second.
+    /// The outbox key ([`OUTBOX_KEY`] in `dir`) is read, or created on the first open; without
+    /// it, emails queued before cannot be sent.
     pub fn open(dir: &Path) -> Result<Self, ControlError> {
         let mut last = None;
         for _ in 0..20 {
             match sled::Config::new().path(dir).open() {
-                Ok(db) => return Self::from_db(db),
+                Ok(db) => {
+                    let seal = crate::seal::SealKey::load_or_create(&dir.join(OUTBOX_KEY))?;
+                    return Self::from_db(db, seal);
+                }
                 Err(e) => {
                     last = Some(e);
                     std::thread::sleep(std::time::Duration::from_millis(50));
@@ -451,10 +475,13 @@ impl Store {
 
     /// A store that lives in a temporary directory and vanishes on drop (tests).
     pub fn temporary() -> Result<Self, ControlError> {
-        Self::from_db(sled::Config::new().temporary(true).open()?)
+        Self::from_db(
+            sled::Config::new().temporary(true).open()?,
+            crate::seal::SealKey::ephemeral(),
+        )
     }
 
-    fn from_db(db: sled::Db) -> Result<Self, ControlError> {
+    fn from_db(db: sled::Db, seal: crate::seal::SealKey) -> Result<Self, ControlError> {
         Ok(Self {
             accounts: db.open_tree("accounts")?,
             idx_account_number: db.open_tree("idx_account_number")?,
@@ -472,6 +499,7 @@ impl Store {
             outbox: db.open_tree("outbox")?,
             throttle: db.open_tree("throttle")?,
             scan_lock: Arc::new(Mutex::new(())),
+            seal,
             billing: crate::billing::Billing::open(&db)?,
             filters: crate::filter::Filters::open(&db)?,
             db,
@@ -839,7 +867,7 @@ impl Store {
                     session_epoch: 0,
                     created_at: now,
                 };
-                let email = outbox_record(mail_id, welcome(&account), now);
+                let email = self.sealed(outbox_record(mail_id, welcome(&account), now));
                 accounts.insert(&be(account.id), tx_enc(&account)?)?;
                 users.insert(&be(user_id), tx_enc(&user)?)?;
                 account_users.insert(&pair(account.id, user_id), &[])?;
@@ -923,7 +951,7 @@ impl Store {
             session_epoch: 0,
             created_at: now,
         };
-        let mail = outbox_record(self.next_id()?, email(user.id), now);
+        let mail = self.sealed(outbox_record(self.next_id()?, email(user.id), now));
         let token = OneTimeToken {
             kind: TokenKind::Confirm,
             user_id: user.id,
@@ -967,7 +995,7 @@ impl Store {
         now: i64,
     ) -> Result<(), ControlError> {
         let mail = match email {
-            Some(e) => Some(outbox_record(self.next_id()?, e, now)),
+            Some(e) => Some(self.sealed(outbox_record(self.next_id()?, e, now))),
             None => None,
         };
         let before_bytes = enc(before)?;
@@ -1043,14 +1071,34 @@ impl Store {
         Ok(())
     }
 
-    /// Sets a user's password hash and bumps its session epoch (voiding every session), and
-    /// re-binds `keep` (the caller's own session) to the new epoch so that it stays valid.
+    /// Records a request made with a session (for the idle limit). Does nothing when the
+    /// session is gone meanwhile (a concurrent logout is not undone).
+    pub fn touch_session(&self, token_hash: &[u8; 32], now: i64) -> Result<(), ControlError> {
+        self.sessions.update_and_fetch(token_hash, |old| {
+            let old = old?;
+            match dec::<Session>("sessions", old) {
+                Ok(mut s) if s.last_seen < now => {
+                    s.last_seen = now;
+                    enc(&s).ok().or_else(|| Some(old.to_vec()))
+                }
+                _ => Some(old.to_vec()),
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Sets a user's password hash and bumps its session epoch, which voids every session of
+    /// the user, the caller's `old` one included (it is also deleted); `fresh` (a new token's
+    /// hash and record) is stored at the new epoch, so the caller goes on with a rotated token.
+    /// Returns the stored fresh session.
     pub fn change_password(
         &self,
         user_id: Id,
         password_hash: String,
-        keep: Option<[u8; 32]>,
-    ) -> Result<(), ControlError> {
+        old: &[u8; 32],
+        fresh: ([u8; 32], Session),
+    ) -> Result<Session, ControlError> {
+        let (fresh_hash, fresh) = fresh;
         let r = (&self.users, &self.sessions).transaction(|(users, sessions)| {
             let Some(mut user) = tx_get::<User>(users, "users", &be(user_id))? else {
                 return abort(ControlError::NotFound("user"));
@@ -1058,13 +1106,12 @@ impl Store {
             user.password_hash.clone_from(&password_hash);
             user.session_epoch += 1;
             users.insert(&be(user_id), tx_enc(&user)?)?;
-            if let Some(hash) = keep {
-                if let Some(mut s) = tx_get::<Session>(sessions, "sessions", &hash)? {
-                    s.epoch = user.session_epoch;
-                    sessions.insert(&hash, tx_enc(&s)?)?;
-                }
-            }
-            Ok(())
+            sessions.remove(old)?;
+            let mut s = fresh.clone();
+            s.user_id = user_id;
+            s.epoch = user.session_epoch;
+            sessions.insert(&fresh_hash, tx_enc(&s)?)?;
+            Ok(s)
         });
         from_tx(r)
     }
@@ -1120,7 +1167,7 @@ impl Store {
         email: NewEmail,
         now: i64,
     ) -> Result<(), ControlError> {
-        let mail = outbox_record(self.next_id()?, email, now);
+        let mail = self.sealed(outbox_record(self.next_id()?, email, now));
         let token = OneTimeToken {
             kind: TokenKind::Reset,
             user_id,
@@ -1205,7 +1252,8 @@ impl Store {
     /// Queues an email on its own (when there is no other change to report with it).
     pub fn queue_email(&self, email: NewEmail, now: i64) -> Result<OutboxEmail, ControlError> {
         let record = outbox_record(self.next_id()?, email, now);
-        self.outbox.insert(be(record.id), enc(&record)?)?;
+        self.outbox
+            .insert(be(record.id), enc(&self.sealed(record.clone()))?)?;
         Ok(record)
     }
 
@@ -1225,7 +1273,23 @@ impl Store {
                 continue;
             }
             if e.next_attempt_ms <= now_ms && due.len() < limit {
-                due.push(e);
+                match self.opened(e.clone()) {
+                    Some(e) => due.push(e),
+                    None => {
+                        // Sealed under another key (the key file was replaced): it can never
+                        // be sent, so it fails instead of blocking the queue.
+                        tracing::error!(
+                            id = e.id,
+                            "outbox email cannot be unsealed: marked failed"
+                        );
+                        let failed = OutboxEmail {
+                            status: MailStatus::Failed,
+                            last_error: Some("body sealed under another outbox.key".to_owned()),
+                            ..e
+                        };
+                        self.outbox.insert(be(failed.id), enc(&failed)?)?;
+                    }
+                }
             } else {
                 next = Some(next.map_or(e.next_attempt_ms, |n| n.min(e.next_attempt_ms)));
             }
@@ -1233,18 +1297,35 @@ impl Store {
         Ok((due, next))
     }
 
-    /// Every outbox email (operators and tests).
+    /// Every outbox email (operators and tests), bodies unsealed (one that cannot be is shown
+    /// as stored).
     pub fn outbox(&self) -> Result<Vec<OutboxEmail>, ControlError> {
         self.outbox
             .iter()
-            .map(|item| dec("outbox", &item?.1))
+            .map(|item| {
+                let e: OutboxEmail = dec("outbox", &item?.1)?;
+                Ok(self.opened(e.clone()).unwrap_or(e))
+            })
             .collect()
     }
 
-    /// Stores an outbox email's new delivery state.
+    /// Stores an outbox email's new delivery state (its body sealed again).
     pub fn update_email(&self, email: &OutboxEmail) -> Result<(), ControlError> {
-        self.outbox.insert(be(email.id), enc(email)?)?;
+        self.outbox
+            .insert(be(email.id), enc(&self.sealed(email.clone()))?)?;
         Ok(())
+    }
+
+    /// The email with its body sealed for storage ([`crate::seal`]).
+    fn sealed(&self, mut e: OutboxEmail) -> OutboxEmail {
+        e.body = self.seal.seal(&e.body);
+        e
+    }
+
+    /// The stored email with its body unsealed; `None` if it does not open.
+    fn opened(&self, mut e: OutboxEmail) -> Option<OutboxEmail> {
+        e.body = self.seal.open(&e.body)?;
+        Some(e)
     }
 
     // ---------------------------------------------------------------- throttle

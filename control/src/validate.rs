@@ -287,10 +287,11 @@ pub fn email(input: &str) -> Result<String, Rejection> {
 
 /// Shortest password, in characters (CONTRACT §5).
 pub const PASSWORD_MIN_CHARS: usize = 10;
-/// Longest password, in bytes: Argon2 work must not be a function of attacker-chosen size.
-pub const PASSWORD_MAX_BYTES: usize = 128;
+/// Longest password, in characters (at most 512 bytes): Argon2 work must not be a function of
+/// attacker-chosen size. Characters, like the minimum, so that the OpenAPI `maxLength` states it.
+pub const PASSWORD_MAX_CHARS: usize = 128;
 
-/// The password policy: at least 10 characters, at most 128 bytes, not equal to the login
+/// The password policy: at least 10 characters, at most 128, not equal to the login
 /// (case-insensitively).
 pub fn password(password: &str, login: &str) -> Result<(), Rejection> {
     if password.chars().count() < PASSWORD_MIN_CHARS {
@@ -299,10 +300,10 @@ pub fn password(password: &str, login: &str) -> Result<(), Rejection> {
             format!("пароль должен содержать не менее {PASSWORD_MIN_CHARS} символов"),
         ));
     }
-    if password.len() > PASSWORD_MAX_BYTES {
+    if password.chars().count() > PASSWORD_MAX_CHARS {
         return Err(Rejection::new(
             "weak_password",
-            format!("пароль не может быть длиннее {PASSWORD_MAX_BYTES} байт"),
+            format!("пароль не может быть длиннее {PASSWORD_MAX_CHARS} символов"),
         ));
     }
     if password.trim().to_lowercase() == login.trim().to_lowercase() {

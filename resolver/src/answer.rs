@@ -97,11 +97,13 @@ fn negative(rcode: ResponseCode, qname: &Name, ttl: u32) -> Synthesized {
 
 /// The OPT of our answer to a client that sent `request` EDNS: version 0, payload capped at
 /// [`MAX_UDP_PAYLOAD`] (hickory-server encodes UDP answers to the response OPT's payload and sets
-/// TC=1 above it; it echoes the client's value unless we lower it).
+/// TC=1 above it; it echoes the client's value unless we lower it), and the DO bit copied from
+/// the query (RFC 3225 §3).
 pub fn response_edns(request: &Edns) -> Edns {
     let mut edns = Edns::new();
     edns.set_version(0);
     edns.set_max_payload(request.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+    edns.set_dnssec_ok(request.flags().dnssec_ok);
     edns
 }
 
@@ -131,7 +133,46 @@ where
     let mut encoder = hickory_proto::serialize::binary::BinEncoder::new(&mut bytes);
     encoder.set_max_size(max_size);
     let info = response.destructive_emit(&mut encoder)?;
+    // When the size cap truncated the answer, hickory leaves the bytes of the record that did
+    // not fit after the ones the header counts: strict parsers reject such a message (and so
+    // never see TC=1 and retry over TCP). Cut them off.
+    if let Some(end) = counted_len(&bytes) {
+        bytes.truncate(end);
+    }
     Ok((bytes, info))
+}
+
+/// The length of `message` up to the end of the last record its header counts; `None` when
+/// it does not parse that far.
+fn counted_len(message: &[u8]) -> Option<usize> {
+    let count =
+        |i: usize| usize::from(u16::from_be_bytes([message[4 + 2 * i], message[5 + 2 * i]]));
+    if message.len() < 12 {
+        return None;
+    }
+    let mut pos = 12;
+    for _ in 0..count(0) {
+        pos = skip_name(message, pos)? + 4;
+    }
+    for _ in 0..count(1) + count(2) + count(3) {
+        pos = skip_name(message, pos)?;
+        let fixed = message.get(pos..pos + 10)?;
+        pos += 10 + usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+    }
+    (pos <= message.len()).then_some(pos)
+}
+
+/// The offset just past the (possibly compressed) name at `pos`.
+fn skip_name(message: &[u8], mut pos: usize) -> Option<usize> {
+    loop {
+        let len = *message.get(pos)?;
+        match len {
+            0 => return Some(pos + 1),
+            l if l & 0xc0 == 0xc0 => return Some(pos + 2),
+            l if l & 0xc0 == 0 => pos += 1 + usize::from(l),
+            _ => return None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +182,35 @@ mod tests {
 
     fn name(s: &str) -> Name {
         Name::from_ascii(s).expect("name")
+    }
+
+    #[test]
+    fn the_response_opt_copies_the_do_bit_and_caps_the_payload() {
+        let mut request = Edns::new();
+        request.set_max_payload(65_535);
+        request.set_dnssec_ok(true);
+        let edns = response_edns(&request);
+        assert!(edns.flags().dnssec_ok);
+        assert_eq!(edns.max_payload(), MAX_UDP_PAYLOAD);
+        request.set_dnssec_ok(false);
+        assert!(!response_edns(&request).flags().dnssec_ok);
+    }
+
+    #[test]
+    fn bytes_after_the_counted_records_are_found() {
+        // id, QR TC, 1 question, 1 answer; `a.` A IN; answer: pointer, A IN, ttl, 4 bytes.
+        let mut m = vec![0, 1, 0x82, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+        m.extend_from_slice(&[1, b'a', 0, 0, 1, 0, 1]);
+        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+        let whole = m.len();
+        // The start of a record that did not fit.
+        m.extend_from_slice(&[
+            2, b'n', b's', 7, b'i', b'n', b'v', b'a', b'l', b'i', b'd', 0, 0, 1,
+        ]);
+        assert_eq!(counted_len(&m), Some(whole));
+        // A header that counts more than there is does not parse.
+        m[7] = 2;
+        assert_eq!(counted_len(&m[..whole]), None);
     }
 
     #[test]

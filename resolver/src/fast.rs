@@ -20,7 +20,7 @@ use qorgan_config::UnknownClients;
 
 use crate::answer::{EDE_BLOCKED, EDE_OPTION_CODE, MAX_UDP_PAYLOAD};
 use crate::metrics::{DnsMetrics, Outcome, Proto, QtypeClass};
-use crate::rrl::{truncated_answer, RateDecision, RateLimitOptions, RateLimiter};
+use crate::rrl::{refused_answer, truncated_answer, RateDecision, RateLimitOptions, RateLimiter};
 use crate::store::SnapshotStore;
 use crate::usage::BlockedSample;
 
@@ -42,6 +42,9 @@ const PLAIN_UDP_PAYLOAD: u16 = 512;
 const WAYS: usize = 4;
 /// Most TTL/name patch points an answer may have to be cached (more: served by hickory).
 const MAX_PATCHES: usize = 64;
+/// TTL of a stale answer (RFC 8767 §4 recommends 30 s: clients come back soon, when the
+/// upstreams may answer again).
+const STALE_TTL: u32 = 30;
 
 /// How the fast path is run: from `[dns]` (`fast_path`, `fast_path_workers`,
 /// `packet_cache_size`); the default is the config's default.
@@ -55,6 +58,8 @@ pub struct FastPathOptions {
     /// Packet cache entries over all workers (each worker owns `cache_size / workers`);
     /// 0 disables the packet cache.
     pub cache_size: usize,
+    /// Interrupt coalescing window of each worker (`dns.fast_path_coalesce_us`); zero: off.
+    pub coalesce: std::time::Duration,
 }
 
 impl Default for FastPathOptions {
@@ -63,6 +68,7 @@ impl Default for FastPathOptions {
             enabled: true,
             workers: 0,
             cache_size: 100_000,
+            coalesce: std::time::Duration::from_micros(50),
         }
     }
 }
@@ -75,6 +81,7 @@ impl FastPathOptions {
             enabled: config.dns.fast_path,
             workers: config.dns.fast_path_workers,
             cache_size: config.dns.packet_cache_size,
+            coalesce: std::time::Duration::from_micros(u64::from(config.dns.fast_path_coalesce_us)),
         }
     }
 
@@ -97,6 +104,15 @@ pub enum FastOutcome {
     /// Hand the datagram to the hickory path; when its answer is cacheable, give it to
     /// [`FastPath::fill`] with this key.
     Slow(Option<FillKey>),
+    /// Hand the datagram to the hickory path as `Slow(Some(key))`; the first `len` bytes of the
+    /// output buffer hold the expired cached answer with TTLs of 30 s, to send instead of a
+    /// SERVFAIL if the upstreams fail (RFC 8767 serve-stale, `dns.serve_stale_secs`).
+    Stale {
+        /// The fill key of the fresh answer.
+        key: FillKey,
+        /// Length of the stale answer in the output buffer.
+        len: usize,
+    },
 }
 
 /// What the cache needs, besides the answer itself, to store an answer of the hickory path.
@@ -247,7 +263,7 @@ impl FastPath {
             metrics,
             unknown_clients: dns.unknown_clients,
             block_ttl: dns.block_ttl,
-            cache: PacketCache::new(cache_entries),
+            cache: PacketCache::new(cache_entries, u64::from(dns.serve_stale_secs)),
             epoch: Instant::now(),
             rrl: RateLimiter::new(RateLimitOptions::from_config(dns), 1),
         }
@@ -313,6 +329,19 @@ impl FastPath {
             return FastOutcome::Slow(None);
         };
         let qtype = QtypeClass::of(RecordType::from(parsed.qtype));
+        if !policy.admit(unix_secs()) {
+            self.metrics.record_account_limited();
+            self.metrics.record_query(
+                Proto::Udp,
+                qtype,
+                Outcome::Refused,
+                started.elapsed().as_secs_f64(),
+            );
+            return match refused_answer(query, parsed.name_end + 4, out) {
+                Some(n) => FastOutcome::Reply(n),
+                None => FastOutcome::Drop,
+            };
+        }
         let verdict = snapshot.decide_labels_rev(policy, parsed.labels_rev(query));
         if verdict.is_blocked() {
             let Some(n) = self.blocked(query, &parsed, &snapshot, policy, verdict, out) else {
@@ -345,7 +374,8 @@ impl FastPath {
         };
         let now = self.now_secs();
         match self.cache.serve(key, query, &parsed, now, out) {
-            Some(n) => {
+            Some(Hit::Stale(len)) => FastOutcome::Stale { key, len },
+            Some(Hit::Fresh(n)) => {
                 policy.counters.record(&verdict);
                 self.metrics.record_cache(true);
                 self.metrics.record_query(
@@ -441,7 +471,8 @@ impl FastPath {
             w.put(&[0])?;
             w.put(&TYPE_OPT.to_be_bytes())?;
             w.put(&payload.to_be_bytes())?;
-            w.put(&[0, 0, 0, 0])?;
+            // Extended rcode, version 0, the DO bit copied (RFC 3225 §3), the other flags 0.
+            w.put(&[0, 0, if parsed.dnssec_ok { 0x80 } else { 0 }, 0])?;
             w.put(&(option_len + 4).to_be_bytes())?;
             w.put(&EDE_OPTION_CODE.to_be_bytes())?;
             w.put(&option_len.to_be_bytes())?;
@@ -450,6 +481,14 @@ impl FastPath {
         }
         Some(w.pos)
     }
+}
+
+/// Seconds of Unix time: the window of the accounts' query-rate limits, the same for every
+/// worker and the hickory path (a vDSO clock read, no system call).
+pub(crate) fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The EDE extra text: the same as the hickory path's.
@@ -508,6 +547,17 @@ struct PacketCache {
     slots: Box<[Option<Box<Entry>>]>,
     mask: usize,
     len: usize,
+    /// Seconds past its expiry an entry is kept to be served stale (0: never).
+    stale_window: u64,
+}
+
+/// A packet cache answer written to the output buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hit {
+    /// Within its TTL: send it.
+    Fresh(usize),
+    /// Expired but within the stale window: send it only if the upstreams fail.
+    Stale(usize),
 }
 
 /// FNV-1a over the lower-cased name, then the type (a hash, not a defence: the key is compared).
@@ -521,12 +571,13 @@ fn key_hash(name: &[u8], qtype: u16, key: FillKey) -> u64 {
 }
 
 impl PacketCache {
-    fn new(entries: usize) -> Self {
+    fn new(entries: usize, stale_window: u64) -> Self {
         if entries == 0 {
             return Self {
                 slots: Box::new([]),
                 mask: 0,
                 len: 0,
+                stale_window,
             };
         }
         let size = entries.next_power_of_two().max(WAYS);
@@ -536,6 +587,7 @@ impl PacketCache {
             slots: slots.into_boxed_slice(),
             mask: size - 1,
             len: 0,
+            stale_window,
         }
     }
 
@@ -558,8 +610,9 @@ impl PacketCache {
             && e.bytes[HEADER..HEADER + e.name_len].eq_ignore_ascii_case(name)
     }
 
-    /// Writes the cached answer to `query` into `out`, patched; `None` on a miss, an expired
-    /// entry, or an answer larger than the client takes.
+    /// Writes the cached answer to `query` into `out`, patched (TTLs lowered by its age, or
+    /// [`STALE_TTL`] when stale); `None` on a miss, an entry past its stale window, or an answer
+    /// larger than the client takes.
     fn serve(
         &self,
         key: FillKey,
@@ -567,7 +620,7 @@ impl PacketCache {
         parsed: &Parsed,
         now: u64,
         out: &mut [u8],
-    ) -> Option<usize> {
+    ) -> Option<Hit> {
         if !self.enabled() {
             return None;
         }
@@ -577,7 +630,10 @@ impl PacketCache {
             .iter()
             .flatten()
             .find(|e| Self::matches(e, hash, key, parsed.qtype, name))?;
-        if now >= entry.expires || entry.bytes.len() > parsed.limit().min(out.len()) {
+        let fresh = now < entry.expires;
+        if !fresh && now >= entry.expires.saturating_add(self.stale_window)
+            || entry.bytes.len() > parsed.limit().min(out.len())
+        {
             return None;
         }
         let n = entry.bytes.len();
@@ -594,14 +650,18 @@ impl PacketCache {
         let age = now - entry.inserted;
         for &(at, ttl) in entry.ttls.iter() {
             let at = usize::from(at);
-            let ttl = u32::try_from(u64::from(ttl).saturating_sub(age)).unwrap_or(0);
+            let ttl = if fresh {
+                u32::try_from(u64::from(ttl).saturating_sub(age)).unwrap_or(0)
+            } else {
+                STALE_TTL
+            };
             out[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
         }
         if let (Some(at), Some(payload)) = (entry.opt_payload, parsed.answer_payload()) {
             let at = usize::from(at);
             out[at..at + 2].copy_from_slice(&payload.to_be_bytes());
         }
-        Some(n)
+        Some(if fresh { Hit::Fresh(n) } else { Hit::Stale(n) })
     }
 
     fn insert(&mut self, key: FillKey, answer: &[u8], now: u64) {
@@ -622,7 +682,8 @@ impl PacketCache {
             .iter()
             .position(|s| {
                 s.as_ref().is_none_or(|e| {
-                    e.expires <= now || Self::matches(e, entry.hash, key, entry.qtype, name)
+                    e.expires.saturating_add(self.stale_window) <= now
+                        || Self::matches(e, entry.hash, key, entry.qtype, name)
                 })
             })
             .or_else(|| {

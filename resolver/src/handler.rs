@@ -1,6 +1,6 @@
 //! The per-query handler hickory-server calls: client → account, decision, answer.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::Guard;
@@ -16,7 +16,9 @@ use qorgan_config::UnknownClients;
 use tokio::sync::Semaphore;
 
 use crate::answer::{self, BlockAnswer};
+use crate::caps::OutstandingCaps;
 use crate::metrics::{DnsMetrics, Outcome, Proto, QtypeClass};
+use crate::rrl::{RateDecision, RateLimitOptions, RateLimiter};
 use crate::store::SnapshotStore;
 use crate::upstream::Forwarder;
 use crate::usage::BlockedSample;
@@ -49,6 +51,12 @@ pub struct DnsHandler {
     unknown_clients: UnknownClients,
     block_ttl: u32,
     in_flight: Semaphore,
+    caps: OutstandingCaps,
+    /// Response-rate limiting for UDP that hickory-server receives itself
+    /// (`dns.fast_path = false`; the fast path limits its own). One lock per such query: that
+    /// path spawns a task per datagram anyway.
+    udp_rrl: Mutex<RateLimiter>,
+    epoch: Instant,
 }
 
 impl DnsHandler {
@@ -67,6 +75,9 @@ impl DnsHandler {
             unknown_clients: dns.unknown_clients,
             block_ttl: dns.block_ttl,
             in_flight: Semaphore::new(dns.max_in_flight.clamp(1, Semaphore::MAX_PERMITS)),
+            caps: OutstandingCaps::new(dns.max_upstream_per_client, dns.max_upstream_per_zone),
+            udp_rrl: Mutex::new(RateLimiter::new(RateLimitOptions::from_config(dns), 1)),
+            epoch: Instant::now(),
         }
     }
 
@@ -134,6 +145,13 @@ impl DnsHandler {
                 send_rcode(handle, request, ResponseCode::Refused).await,
             );
         }
+        if !policy.admit(crate::fast::unix_secs()) {
+            self.metrics.record_account_limited();
+            return (
+                Outcome::Refused,
+                send_rcode(handle, request, ResponseCode::Refused).await,
+            );
+        }
 
         let verdict = snapshot.decide_labels_rev(&policy, RevLabels::of(query.name()).iter());
         if verdict.is_blocked() {
@@ -173,10 +191,20 @@ impl DnsHandler {
 
         // Keep this snapshot for the CNAME check: the policy's category bits index its catalog.
         let snapshot = Guard::into_inner(snapshot);
-        let mut forwarded = self
-            .forwarder
-            .lookup(Name::from(query.name().clone()), query.query_type())
-            .await;
+        let name = Name::from(query.name().clone());
+        let outstanding = match self.caps.admit(request.src().ip(), &name) {
+            Ok(admitted) => admitted,
+            Err(by) => {
+                tracing::debug!(src = %request.src(), %name, by = by.label(), "outstanding-lookup cap");
+                self.metrics.record_upstream_capped(by);
+                return (
+                    Outcome::Servfail,
+                    send_rcode(handle, request, ResponseCode::ServFail).await,
+                );
+            }
+        };
+        let mut forwarded = self.forwarder.lookup(name, query.query_type()).await;
+        drop(outstanding);
         // 0x20: the upstream saw (and echoed) a randomised case; give the client its own back.
         let client_name = query.original().name();
         for record in &mut forwarded.answers {
@@ -321,10 +349,38 @@ impl RequestHandler for DnsHandler {
             .queries()
             .first()
             .map_or(QtypeClass::Other, |q| QtypeClass::of(q.query_type()));
-        let (outcome, info) = self.answer(request, response_handle, proto).await;
+        let (outcome, info) = match self.rate_limit(request, proto) {
+            RateDecision::Pass => self.answer(request, response_handle, proto).await,
+            RateDecision::Slip => {
+                self.metrics.record_rate_limited(true);
+                (
+                    Outcome::Dropped,
+                    send_truncated(response_handle, request).await,
+                )
+            }
+            RateDecision::Drop => {
+                self.metrics.record_rate_limited(false);
+                (Outcome::Dropped, no_reply(request))
+            }
+        };
         self.metrics
             .record_query(proto, qtype, outcome, started.elapsed().as_secs_f64());
         info
+    }
+}
+
+impl DnsHandler {
+    /// The response-rate limiter's word on a UDP query hickory-server received.
+    fn rate_limit(&self, request: &Request, proto: Proto) -> RateDecision {
+        if proto != Proto::Udp {
+            return RateDecision::Pass;
+        }
+        let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match self.udp_rrl.lock() {
+            Ok(mut rrl) => rrl.check(request.src().ip(), now_ms),
+            // A panic elsewhere while holding it: answer rather than go silent.
+            Err(_) => RateDecision::Pass,
+        }
     }
 }
 
@@ -378,6 +434,24 @@ fn no_reply(request: &Request) -> ResponseInfo {
         metadata: Metadata::response_from_request(&request.metadata),
         counts: HeaderCounts::default(),
     })
+}
+
+/// The empty TC=1 answer of a slipped, rate-limited query (the client may retry over TCP).
+async fn send_truncated<R: ResponseHandler>(mut handle: R, request: &Request) -> ResponseInfo {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.recursion_available = true;
+    metadata.truncation = true;
+    let response = MessageResponseBuilder::new(&request.queries, None).build(
+        metadata,
+        std::iter::empty(),
+        std::iter::empty(),
+        std::iter::empty(),
+        std::iter::empty(),
+    );
+    match handle.send_response(response).await {
+        Ok(info) => info,
+        Err(_) => no_reply(request),
+    }
 }
 
 async fn send_rcode<R: ResponseHandler>(

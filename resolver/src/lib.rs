@@ -34,6 +34,7 @@ use hickory_server::Server;
 use tokio_util::sync::CancellationToken;
 
 pub mod answer;
+mod caps;
 mod error;
 mod fast;
 mod handler;

@@ -208,6 +208,10 @@ pub struct DnsMetrics {
     upstream_latency: Histogram,
     overload_drops: IntCounter,
     rate_slipped: IntCounter,
+    stale_answers: IntCounter,
+    account_limited: IntCounter,
+    /// By client, by zone.
+    upstream_capped: [IntCounter; 2],
     rate_dropped: IntCounter,
     tcp_refused: IntCounter,
     tcp_connections: IntGauge,
@@ -266,6 +270,18 @@ impl DnsMetrics {
             .iter()
             .map(|k| upstream_errors_vec.with_label_values(&[k.label()]))
             .collect();
+        let upstream_capped_vec = IntCounterVec::new(
+            Opts::new(
+                "qorgan_dns_upstream_capped_total",
+                "Lookups answered SERVFAIL at once: their client or zone had too many outstanding",
+            ),
+            &["by"],
+        )
+        .map_err(ResolverError::Metrics)?;
+        let upstream_capped = [
+            upstream_capped_vec.with_label_values(&["client"]),
+            upstream_capped_vec.with_label_values(&["zone"]),
+        ];
         let list_domains = IntGaugeVec::new(
             Opts::new(
                 "qorgan_lists_domains",
@@ -301,6 +317,15 @@ impl DnsMetrics {
                 "qorgan_dns_overload_drops_total",
                 "Queries refused service because dns.max_in_flight queries were already being answered",
             )?,
+            upstream_capped,
+            account_limited: counter(
+                "qorgan_dns_account_limited_total",
+                "Queries refused because their account went over its queries-per-second limit",
+            )?,
+            stale_answers: counter(
+                "qorgan_dns_stale_answers_total",
+                "Upstream failures answered from an expired cached answer instead of SERVFAIL (RFC 8767)",
+            )?,
             rate_slipped: counter(
                 "qorgan_dns_rate_limited_slipped_total",
                 "Answers over a source prefix's rate sent as an empty TC=1 answer (slip)",
@@ -335,6 +360,7 @@ impl DnsMetrics {
             Box::new(queries_vec),
             Box::new(latency_vec),
             Box::new(upstream_errors_vec),
+            Box::new(upstream_capped_vec),
             Box::new(metrics.list_domains.clone()),
             Box::new(metrics.cache_hits.clone()),
             Box::new(metrics.cache_misses.clone()),
@@ -342,6 +368,8 @@ impl DnsMetrics {
             Box::new(metrics.upstream_latency.clone()),
             Box::new(metrics.overload_drops.clone()),
             Box::new(metrics.rate_slipped.clone()),
+            Box::new(metrics.stale_answers.clone()),
+            Box::new(metrics.account_limited.clone()),
             Box::new(metrics.rate_dropped.clone()),
             Box::new(metrics.tcp_refused.clone()),
             Box::new(metrics.tcp_connections.clone()),
@@ -389,6 +417,27 @@ impl DnsMetrics {
         } else {
             self.rate_dropped.inc();
         }
+    }
+
+    /// Counts an upstream failure answered with a stale cached answer (serve-stale).
+    pub fn record_stale_answer(&self) {
+        self.stale_answers.inc();
+    }
+
+    /// Counts a lookup refused by an outstanding-lookup cap (`by` is `client` or `zone`).
+    pub(crate) fn record_upstream_capped(&self, by: crate::caps::CappedBy) {
+        let i = usize::from(by == crate::caps::CappedBy::Zone);
+        self.upstream_capped[i].inc();
+    }
+
+    /// Counts a query refused over its account's `qps_limit`.
+    pub fn record_account_limited(&self) {
+        self.account_limited.inc();
+    }
+
+    /// Stale answers sent so far.
+    pub fn stale_answers(&self) -> u64 {
+        self.stale_answers.get()
     }
 
     /// Counts a TCP connection refused by a connection cap.
@@ -545,7 +594,7 @@ mod tests {
             for metric in f.get_metric() {
                 for label in metric.get_label() {
                     assert!(
-                        ["protocol", "qtype", "outcome", "kind", "category"]
+                        ["protocol", "qtype", "outcome", "kind", "category", "by"]
                             .contains(&label.name()),
                         "unexpected label {}",
                         label.name()

@@ -542,6 +542,7 @@ mod tests {
                 block_mode: BlockMode::Nxdomain,
                 own_block,
                 own_allow: DomainSet::default(),
+                qps_limit: 0,
             }],
         })
     }

@@ -172,15 +172,32 @@ impl RateLimiter {
 /// Writes into `out` the truncated empty answer to `query` (header and question only, TC=1)
 /// whose question ends at `question_end`; returns its length. Never longer than the query.
 pub fn truncated_answer(query: &[u8], question_end: usize, out: &mut [u8]) -> Option<usize> {
+    bare_answer(query, question_end, 0x02, 0, out)
+}
+
+/// Writes a REFUSED answer to `query` (header and question only): what an account over its
+/// `qps_limit` gets. Never larger than the query.
+pub fn refused_answer(query: &[u8], question_end: usize, out: &mut [u8]) -> Option<usize> {
+    bare_answer(query, question_end, 0, 5, out)
+}
+
+/// The header and question of `query` as an answer with the `tc` bit (0x02 or 0) and `rcode`.
+fn bare_answer(
+    query: &[u8],
+    question_end: usize,
+    tc: u8,
+    rcode: u8,
+    out: &mut [u8],
+) -> Option<usize> {
     let q = query.get(..question_end)?;
     if q.len() < 12 || out.len() < q.len() {
         return None;
     }
     out[..q.len()].copy_from_slice(q);
-    // QR=1, keep opcode and RD; TC=1; AA=0.
-    out[2] = 0x80 | (q[2] & 0x79) | 0x02;
-    // RA=1, Z/AD/CD cleared, rcode NOERROR.
-    out[3] = 0x80 | (q[3] & 0x10);
+    // QR=1, keep opcode and RD; TC as asked; AA=0.
+    out[2] = 0x80 | (q[2] & 0x79) | tc;
+    // RA=1, CD copied, Z/AD cleared, the rcode.
+    out[3] = 0x80 | (q[3] & 0x10) | rcode;
     out[4..6].copy_from_slice(&1u16.to_be_bytes());
     out[6..12].fill(0);
     Some(q.len())

@@ -74,6 +74,9 @@ struct AccountEntry {
     block: RuleText,
     #[serde(default)]
     allow: RuleText,
+    /// Queries per second the account's networks may send; 0 (the default) = no limit.
+    #[serde(default)]
+    qps_limit: u32,
 }
 
 fn enabled_by_default() -> bool {
@@ -176,6 +179,7 @@ pub fn parse_policy(text: &str, path: &Path) -> Result<Vec<AccountSpec>, Resolve
             block_mode: block_mode_from_config(mode, &entry.custom_ip),
             own_block,
             own_allow,
+            qps_limit: entry.qps_limit,
         });
     }
     if problems.is_empty() {

@@ -47,6 +47,9 @@ pub struct AccountSpec {
     pub own_block: DomainSet,
     /// The account's own allow list: wins over every block.
     pub own_allow: DomainSet,
+    /// Queries per second the account's networks may send; 0 = no limit
+    /// ([`qorgan_blocklists::AccountPolicy::qps_limit`]).
+    pub qps_limit: u32,
 }
 
 impl AccountSpec {
@@ -65,6 +68,7 @@ impl AccountSpec {
             block_mode,
             own_block: DomainSet::default(),
             own_allow: DomainSet::default(),
+            qps_limit: 0,
         }
     }
 
@@ -90,6 +94,7 @@ impl From<qorgan_blocklists::AccountWire> for AccountSpec {
             block_mode: w.block_mode,
             own_block: w.own_block,
             own_allow: w.own_allow,
+            qps_limit: w.qps_limit,
         }
     }
 }
@@ -531,6 +536,7 @@ fn policy_for(
         own_allow: spec.own_allow.clone(),
         counters,
         revision: NEXT_REVISION.fetch_add(1, Ordering::Relaxed),
+        qps_limit: spec.qps_limit,
     })
 }
 

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use hickory_net::xfer::Protocol;
 use hickory_net::NetError;
+use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::Record;
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
@@ -133,9 +134,10 @@ pub(crate) fn start(
             });
             let stop = stop.clone();
             let index = threads.len();
+            let coalesce = setup.options.coalesce;
             let thread = std::thread::Builder::new()
                 .name(format!("qorgan-udp-{index}"))
-                .spawn(move || worker(&socket, fast, &fill_rx, &slow, &stop))
+                .spawn(move || worker(&socket, fast, &fill_rx, &slow, &stop, coalesce))
                 .map_err(|source| ResolverError::Register {
                     protocol: "udp",
                     addr,
@@ -180,15 +182,73 @@ fn worker(
     fills: &Receiver<Fill>,
     slow: &Arc<SlowContext>,
     stop: &AtomicBool,
+    coalesce: Duration,
 ) {
+    #[cfg(not(target_os = "linux"))]
+    let _ = coalesce;
     #[cfg(target_os = "linux")]
     {
-        if mmsg::serve(socket, &mut fast, fills, slow, stop) {
+        if mmsg::serve(
+            socket,
+            &mut fast,
+            fills,
+            slow,
+            stop,
+            Coalescer::new(coalesce),
+        ) {
             return;
         }
         tracing::info!("recvmmsg is not available: one datagram per system call");
     }
     serve_simple(socket, &mut fast, fills, slow, stop);
+}
+
+/// How long the rate estimate of a [`Coalescer`] averages over.
+const RATE_PERIOD: Duration = Duration::from_millis(10);
+
+/// Interrupt coalescing of one batched worker: from the datagram rate of the last
+/// [`RATE_PERIOD`], whether to wait `window` before the next receive. It waits only when at
+/// least two datagrams are expected within the window (and the last wake-up did not already
+/// fill a batch), so a quiet resolver answers at once and a busy one serves several queries per
+/// wake-up and per `recvmmsg`/`sendmmsg` pair.
+#[derive(Debug)]
+struct Coalescer {
+    window: Duration,
+    since: std::time::Instant,
+    datagrams: u64,
+    /// Datagrams per second over the last full period.
+    rate: u64,
+}
+
+impl Coalescer {
+    fn new(window: Duration) -> Self {
+        Self {
+            window,
+            since: std::time::Instant::now(),
+            datagrams: 0,
+            rate: 0,
+        }
+    }
+
+    /// Counts one wake-up's `got` datagrams (of at most `batch`); the pause to take now.
+    fn after_batch(&mut self, got: usize, batch: usize) -> Option<Duration> {
+        if self.window.is_zero() {
+            return None;
+        }
+        self.datagrams += u64::try_from(got).unwrap_or(u64::MAX);
+        let elapsed = self.since.elapsed();
+        if elapsed >= RATE_PERIOD {
+            let micros = u64::try_from(elapsed.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            self.rate = self.datagrams.saturating_mul(1_000_000) / micros;
+            self.datagrams = 0;
+            self.since = std::time::Instant::now();
+        }
+        let window_micros = u64::try_from(self.window.as_micros()).unwrap_or(u64::MAX);
+        let expected_x1m = self.rate.saturating_mul(window_micros);
+        (got < batch && expected_x1m >= 2_000_000).then_some(self.window)
+    }
 }
 
 fn drain_fills(fast: &mut FastPath, fills: &Receiver<Fill>) {
@@ -228,7 +288,10 @@ fn serve_simple(
                     tracing::debug!(%error, %src, "cannot send the answer");
                 }
             }
-            FastOutcome::Slow(key) => hand_over(slow, query, src, key),
+            FastOutcome::Slow(key) => hand_over(slow, query, src, key, None),
+            FastOutcome::Stale { key, len } => {
+                hand_over(slow, query, src, Some(key), out.get(..len))
+            }
         }
     }
 }
@@ -244,7 +307,14 @@ fn is_transient(e: &std::io::Error) -> bool {
 
 /// Runs the hickory path on `query` in a task, unless `dns.max_in_flight` tasks already run
 /// (then the datagram is dropped and counted: a flood does not grow the task count, T8).
-fn hand_over(slow: &Arc<SlowContext>, query: &[u8], src: SocketAddr, key: Option<FillKey>) {
+/// `stale` (an expired cached answer, patched for this query) is sent instead of a SERVFAIL.
+fn hand_over(
+    slow: &Arc<SlowContext>,
+    query: &[u8],
+    src: SocketAddr,
+    key: Option<FillKey>,
+    stale: Option<&[u8]>,
+) {
     if slow.in_flight.fetch_add(1, Ordering::AcqRel) >= slow.max_in_flight {
         slow.in_flight.fetch_sub(1, Ordering::AcqRel);
         slow.metrics.record_overload();
@@ -254,6 +324,7 @@ fn hand_over(slow: &Arc<SlowContext>, query: &[u8], src: SocketAddr, key: Option
     }
     let ctx = slow.clone();
     let bytes = query.to_vec();
+    let stale: Option<Arc<[u8]>> = stale.map(Arc::from);
     slow.runtime.spawn(async move {
         let _done = InFlight(&ctx.in_flight);
         let Ok(request) = Request::from_bytes(bytes.clone(), src, Protocol::Udp) else {
@@ -270,6 +341,7 @@ fn hand_over(slow: &Arc<SlowContext>, query: &[u8], src: SocketAddr, key: Option
             socket: ctx.socket.clone(),
             dst: src,
             captured: key.map(|_| Arc::new(Mutex::new(None))),
+            stale: stale.map(|answer| (answer, ctx.metrics.clone())),
         };
         let outcome = ctx
             .handler
@@ -312,6 +384,8 @@ struct SocketResponder {
     socket: Arc<UdpSocket>,
     dst: SocketAddr,
     captured: Option<Arc<Mutex<Option<Vec<u8>>>>>,
+    /// An expired cached answer to send instead of a SERVFAIL, and where to count it.
+    stale: Option<(Arc<[u8]>, Arc<DnsMetrics>)>,
 }
 
 #[async_trait::async_trait]
@@ -331,6 +405,12 @@ impl ResponseHandler for SocketResponder {
         // response OPT's payload (512 without EDNS), TC=1 and fewer records above it.
         let max_size = response.edns().map_or(512, |edns| edns.max_payload());
         let (bytes, info) = crate::answer::encode_response(response, max_size)?;
+        if let (ResponseCode::ServFail, Some((stale, metrics))) = (info.response_code, &self.stale)
+        {
+            send_nonblocking(&self.socket, stale, self.dst);
+            metrics.record_stale_answer();
+            return Ok(info);
+        }
         send_nonblocking(&self.socket, &bytes, self.dst);
         if let Some(captured) = &self.captured {
             if let Ok(mut slot) = captured.lock() {
@@ -353,7 +433,7 @@ mod mmsg {
 
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
-    use super::{drain_fills, hand_over, Fill, SlowContext, BATCH, RECV_BUF, SEND_BUF};
+    use super::{drain_fills, hand_over, Coalescer, Fill, SlowContext, BATCH, RECV_BUF, SEND_BUF};
     use crate::fast::{FastOutcome, FastPath};
 
     /// The source address the kernel wrote (IPv4 or IPv6; anything else is ignored).
@@ -389,8 +469,16 @@ mod mmsg {
         fills: &Receiver<Fill>,
         slow: &Arc<SlowContext>,
         stop: &AtomicBool,
+        mut coalescer: Coalescer,
     ) -> bool {
         let fd = socket.as_raw_fd();
+        if !coalescer.window.is_zero() {
+            // The default 50 µs of timer slack would double a short coalescing pause.
+            // SAFETY: PR_SET_TIMERSLACK changes only this thread's timer slack.
+            unsafe {
+                libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong);
+            }
+        }
         let mut bufs = vec![[0u8; RECV_BUF]; BATCH].into_boxed_slice();
         let mut outs = vec![[0u8; SEND_BUF]; BATCH].into_boxed_slice();
         // SAFETY: all-zero sockaddr_storage, iovec and mmsghdr are valid (null pointers, 0 lengths).
@@ -452,7 +540,10 @@ mod mmsg {
                 let query = &bufs[i][..len];
                 match fast.process(src.ip(), query, &mut outs[replies]) {
                     FastOutcome::Drop => {}
-                    FastOutcome::Slow(key) => hand_over(slow, query, src, key),
+                    FastOutcome::Slow(key) => hand_over(slow, query, src, key, None),
+                    FastOutcome::Stale { key, len } => {
+                        hand_over(slow, query, src, Some(key), outs[replies].get(..len));
+                    }
                     FastOutcome::Reply(n) => {
                         out_iovs[replies].iov_base = outs[replies].as_mut_ptr().cast();
                         out_iovs[replies].iov_len = n;
@@ -484,6 +575,9 @@ mod mmsg {
                         sent += 1;
                     }
                 }
+            }
+            if let Some(pause) = coalescer.after_batch(got, BATCH) {
+                std::thread::sleep(pause);
             }
         }
         true

@@ -20,7 +20,7 @@ use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::xfer::{DnsExchange, DnsHandle};
 use hickory_net::{DnsError, NetError, NoRecords};
 use hickory_proto::op::{DnsRequest, DnsResponse, ResponseCode};
-use hickory_proto::rr::{Name, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
@@ -109,10 +109,19 @@ impl Forwarder {
 
     /// Resolves one question. Never fails: every failure is folded into SERVFAIL.
     pub(crate) async fn lookup(&self, name: Name, rtype: RecordType) -> Forwarded {
-        let (result, went_upstream) = WENT_UPSTREAM
+        let (result, chain, went_upstream) = WENT_UPSTREAM
             .scope(Cell::new(false), async {
-                let result = self.resolver.lookup(name, rtype).await;
-                (result, WENT_UPSTREAM.with(Cell::get))
+                let result = self.resolver.lookup(name.clone(), rtype).await;
+                // hickory's negative answer drops the CNAME chain that led to it.
+                let chain = match &result {
+                    Err(NetError::Dns(DnsError::NoRecordsFound(_)))
+                        if rtype != RecordType::CNAME =>
+                    {
+                        self.cname_chain(name).await
+                    }
+                    _ => Vec::new(),
+                };
+                (result, chain, WENT_UPSTREAM.with(Cell::get))
             })
             .await;
         let cache_hit = !went_upstream;
@@ -133,7 +142,11 @@ impl Forwarder {
                 }
             }
             Err(NetError::Dns(DnsError::NoRecordsFound(no_records))) => {
-                negative(no_records, cache_hit)
+                let mut forwarded = negative(no_records, cache_hit);
+                if forwarded.rcode != ResponseCode::ServFail {
+                    forwarded.answers = chain;
+                }
+                forwarded
             }
             Err(error) => {
                 tracing::debug!(%error, "upstream lookup failed");
@@ -146,6 +159,36 @@ impl Forwarder {
                 }
             }
         }
+    }
+}
+
+/// Most CNAME links followed to rebuild the chain of a negative answer.
+const MAX_CHAIN: usize = 8;
+
+impl Forwarder {
+    /// The CNAME chain from `name`, each link asked as a CNAME question (cached like any
+    /// other): a NODATA or NXDOMAIN reached through CNAMEs keeps its chain, as the upstream
+    /// sent it (RFC 2308 §2), and the handler checks every target against the policy.
+    async fn cname_chain(&self, mut name: Name) -> Vec<Record> {
+        let mut chain: Vec<Record> = Vec::new();
+        for _ in 0..MAX_CHAIN {
+            let Ok(lookup) = self.resolver.lookup(name.clone(), RecordType::CNAME).await else {
+                break;
+            };
+            let link = lookup.message().answers.iter().find_map(|r| match &r.data {
+                RData::CNAME(target) if r.name == name => Some((r.clone(), target.0.clone())),
+                _ => None,
+            });
+            let Some((record, target)) = link else {
+                break;
+            };
+            if chain.iter().any(|r| r.name == target) {
+                break;
+            }
+            chain.push(record);
+            name = target;
+        }
+        chain
     }
 }
 

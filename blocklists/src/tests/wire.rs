@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::parse::{parse_text, FormatHint};
-use crate::wire::{decode, encode, fuzz_decode, read_header, HEADER_LEN};
+use crate::wire::{decode, encode, fuzz_decode, read_header, FORMAT_VERSION, HEADER_LEN};
 use crate::{
     compile_dir, load_cached_catalog, store_catalog, AccountId, AccountWire, BlockMode,
     BlocklistError, Catalog, DomainSet, SnapshotWire,
@@ -85,16 +85,20 @@ fn account() -> impl Strategy<Value = AccountWire> {
         block_mode(),
         own_list(),
         own_list(),
+        any::<u32>(),
     )
         .prop_map(
-            |(enabled, networks, categories, block_mode, own_block, own_allow)| AccountWire {
-                id: AccountId(0),
-                enabled,
-                networks,
-                categories: categories.into_iter().map(str::to_owned).collect(),
-                block_mode,
-                own_block,
-                own_allow,
+            |(enabled, networks, categories, block_mode, own_block, own_allow, qps_limit)| {
+                AccountWire {
+                    id: AccountId(0),
+                    enabled,
+                    networks,
+                    categories: categories.into_iter().map(str::to_owned).collect(),
+                    block_mode,
+                    own_block,
+                    own_allow,
+                    qps_limit,
+                }
             },
         )
 }
@@ -157,6 +161,7 @@ fn sample() -> SnapshotWire {
                 },
                 own_block,
                 own_allow,
+                qps_limit: 500,
             },
             AccountWire {
                 id: AccountId(2),
@@ -166,6 +171,7 @@ fn sample() -> SnapshotWire {
                 block_mode: BlockMode::Refused,
                 own_block: DomainSet::default(),
                 own_allow: DomainSet::default(),
+                qps_limit: 0,
             },
         ],
     }
@@ -175,7 +181,7 @@ fn sample() -> SnapshotWire {
 fn seal(generation: u64, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(b"QORGSNAP");
-    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&generation.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
@@ -248,8 +254,8 @@ fn wrong_magic_version_and_reserved_bytes_are_named() {
     bad[0] = b'X';
     assert!(reason(decode(&bad).unwrap_err()).contains("magic"));
     let mut bad = bytes.clone();
-    bad[8] = 2;
-    assert!(reason(decode(&bad).unwrap_err()).contains("format version 2"));
+    bad[8] = 9;
+    assert!(reason(decode(&bad).unwrap_err()).contains("format version 9"));
     let mut bad = bytes;
     bad[13] = 1;
     assert!(reason(decode(&bad).unwrap_err()).contains("reserved"));
@@ -382,4 +388,17 @@ proptest! {
             prop_assert_eq!(encode(&s), seal(9, &payload));
         }
     }
+}
+
+/// Rewrites the snapshot decoder's fuzz seeds from [`sample`] (run by hand after a format
+/// change: `cargo test -p qorgan-blocklists --lib write_fuzz_seeds -- --ignored`).
+#[test]
+#[ignore = "writes fuzz/corpus/snapshot_decoder"]
+fn write_fuzz_seeds() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/snapshot_decoder");
+    let bytes = encode(&sample());
+    std::fs::write(dir.join("two_accounts.qsnap"), &bytes).unwrap();
+    std::fs::write(dir.join("two_accounts.payload"), &bytes[HEADER_LEN..]).unwrap();
+    assert_eq!(decode(&bytes).unwrap(), sample());
 }

@@ -1,7 +1,7 @@
 //! Registration, sessions, passwords and the top bar (`/me`).
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use qorgan_config::CaptchaProvider;
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, Authed, ClientIp, SESSION_COOKIE};
+use super::extract::{presented_token_hash, ApiJson, Authed, ClientIp, SESSION_COOKIE};
 use super::rfc3339;
 use crate::secrets::{generate_password, new_token, token_hash};
 use crate::store::{NewOwner, Session, Throttle, TokenKind, User};
@@ -22,18 +22,28 @@ const NAME_MAX: usize = 200;
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// ФИО.
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub full_name: Option<String>,
     /// Company name.
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub company: Option<String>,
     /// Email: the welcome email goes there.
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     /// Mobile phone, KZ (`+7 7xx …`, `8 7xx …`).
+    #[schema(pattern = r"^(?:\+7|8|7)(?:70[0-25-8]|747|76[0-4]|77[15-8]|785)[0-9]{7}$")]
     pub phone: String,
     /// № договора, as printed on the invoice (Section E, item 27.3).
+    #[schema(
+        max_length = 64,
+        pattern = r"^[ №]*[0-9A-Za-z\u0400-\u0481\u048a-\u04ff/._-][0-9A-Za-z\u0400-\u0481\u048a-\u04ff/._№ -]*$"
+    )]
     pub contract_number: String,
     /// ИИН/БИН, 12 digits.
+    #[schema(pattern = r"^[0-9]{12}$")]
     pub iin_bin: String,
     /// reCAPTCHA response token (required when the captcha is on).
+    #[schema(max_length = 4096)]
     pub captcha: Option<String>,
 }
 
@@ -213,8 +223,10 @@ pub(crate) async fn register(
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// The account number (owner) or a sub-user's email.
+    #[schema(max_length = 254)]
     pub username: String,
     /// Password.
+    #[schema(max_length = 128)]
     pub password: String,
     /// «Запомни меня»: a long-lived session.
     #[serde(default)]
@@ -300,6 +312,10 @@ fn session_cookie(app: &App, token: &str, max_age: Option<u64>) -> HeaderValue {
 /// `auth.max_failed_logins` failures (× 4 for an address) the key is locked for
 /// `auth.lockout_secs`, doubling with every further failure; a locked key gets 429 with
 /// `Retry-After` without the password being checked.
+///
+/// Every login mints a new token (session fixation, RELIABILITY W3): a token the request
+/// already carries (cookie or bearer) is never adopted, and once the password is right the
+/// session it names, if any, is revoked.
 #[utoipa::path(post, path = "/api/v1/session", tag = "customer", request_body = LoginRequest,
     responses(
         (status = 200, body = LoginResponse, headers(("Set-Cookie" = String, description = "qorgan_session; HttpOnly; SameSite=Lax"))),
@@ -310,9 +326,10 @@ fn session_cookie(app: &App, token: &str, max_age: Option<u64>) -> HeaderValue {
 pub(crate) async fn login(
     State(app): State<App>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    if body.username.len() > validate::EMAIL_MAX {
+    if body.username.chars().count() > validate::EMAIL_MAX {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "too_long",
@@ -332,7 +349,7 @@ pub(crate) async fn login(
         }
     }
     let user = find_login(&app, &body.username)?;
-    let password_ok = body.password.len() <= validate::PASSWORD_MAX_BYTES;
+    let password_ok = body.password.chars().count() <= validate::PASSWORD_MAX_CHARS;
     let ok = app
         .verify_password(
             if password_ok {
@@ -372,6 +389,9 @@ pub(crate) async fn login(
         ));
     }
     store.clear_throttle(&user_key)?;
+    if let Some(previous) = presented_token_hash(&headers) {
+        store.delete_session(&previous)?;
+    }
     let ttl = if body.remember_me {
         auth.remember_ttl_secs
     } else {
@@ -387,6 +407,7 @@ pub(crate) async fn login(
             created_at: now,
             expires_at,
             remember: body.remember_me,
+            last_seen: now,
         },
     )?;
     app.metrics().logins.with_label_values(&["ok"]).inc();
@@ -423,6 +444,7 @@ pub(crate) async fn logout(State(app): State<App>, authed: Authed) -> Result<Res
 #[serde(deny_unknown_fields)]
 pub struct ForgotRequest {
     /// Account number or sub-user email.
+    #[schema(max_length = 254)]
     pub username: String,
 }
 
@@ -444,7 +466,7 @@ pub(crate) async fn forgot(
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     app.rate_limit(LimitKind::Forgot, ip)
         .map_err(ApiError::too_many)?;
-    if body.username.len() > validate::EMAIL_MAX {
+    if body.username.chars().count() > validate::EMAIL_MAX {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "too_long",
@@ -480,8 +502,10 @@ pub(crate) async fn forgot(
 #[serde(deny_unknown_fields)]
 pub struct ResetRequest {
     /// The token from the emailed link.
+    #[schema(max_length = 128)]
     pub token: String,
     /// The new password (≥ 10 characters, not the login).
+    #[schema(min_length = 10, max_length = 128)]
     pub new_password: String,
 }
 
@@ -515,26 +539,31 @@ pub(crate) async fn reset(
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
     /// The current password.
+    #[schema(max_length = 128)]
     pub current_password: String,
     /// The new password (≥ 10 characters, not the login).
+    #[schema(min_length = 10, max_length = 128)]
     pub new_password: String,
 }
 
-/// Changes the caller's password («Мой профиль» → «Сменить пароль»); every other session of the
-/// user is revoked, this one stays.
+/// Changes the caller's password («Мой профиль» → «Сменить пароль»). Every session of the user
+/// is revoked, the caller's own token too: the caller goes on with a fresh token, sent as the
+/// session cookie (same lifetime and "remember me" as the old one), so the browser stays
+/// logged in while a stolen copy of the old token is dead. A bearer client logs in again.
 #[utoipa::path(post, path = "/api/v1/me/password", tag = "customer", request_body = ChangePasswordRequest,
     security(("session" = [])),
-    responses((status = 204), (status = 400, body = ErrorBody, description = "weak_password"),
+    responses((status = 204, headers(("Set-Cookie" = String, description = "the fresh qorgan_session; the old token is revoked"))),
+        (status = 400, body = ErrorBody, description = "weak_password"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "wrong_password")))]
 pub(crate) async fn change_password(
     State(app): State<App>,
     authed: Authed,
     ApiJson(body): ApiJson<ChangePasswordRequest>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let login = login_of(&app, &authed.user)?;
     validate::password(&body.new_password, &login)
         .map_err(|r| ApiError::field("new_password", r))?;
-    let current_ok = body.current_password.len() <= validate::PASSWORD_MAX_BYTES
+    let current_ok = body.current_password.chars().count() <= validate::PASSWORD_MAX_CHARS
         && app
             .verify_password(
                 body.current_password,
@@ -550,9 +579,34 @@ pub(crate) async fn change_password(
         .with_field("current_password"));
     }
     let new_hash = app.hash_password(body.new_password).await?;
-    app.store()
-        .change_password(authed.user.id, new_hash, Some(authed.token_hash))?;
-    Ok(StatusCode::NO_CONTENT)
+    let store = app.store();
+    let old = store
+        .session(&authed.token_hash)?
+        .ok_or_else(ApiError::unauthorized)?;
+    let now = now_secs();
+    let (token, hash) = new_token();
+    let fresh = store.change_password(
+        authed.user.id,
+        new_hash,
+        &authed.token_hash,
+        (
+            hash,
+            Session {
+                created_at: now,
+                last_seen: now,
+                ..old
+            },
+        ),
+    )?;
+    let max_age = fresh
+        .remember
+        .then(|| u64::try_from(fresh.expires_at - now).unwrap_or(0));
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&app, &token, max_age));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
 }
 
 /// The user part of `/me`.

@@ -154,8 +154,8 @@ pub const DNS_FILTER_KIND: &str = "dns_filter";
 /// Usage statistics of one service for a period.
 #[utoipa::path(get, path = "/api/v1/services/{id}/usage", tag = "customer", security(("session" = [])),
     params(("id" = u64, Path, description = "service id"),
-        ("from" = Option<String>, Query, description = "first day, ISO; default a year before `to`"),
-        ("to" = Option<String>, Query, description = "last day, ISO; default today")),
+        ("from" = Option<String>, Query, format = Date, description = "first day, ISO; default a year before `to`"),
+        ("to" = Option<String>, Query, format = Date, description = "last day, ISO; default today")),
     responses((status = 200, body = UsageView), (status = 400, body = ErrorBody, description = "bad_period, bad_date"),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn usage(
@@ -198,6 +198,7 @@ pub(crate) async fn usage(
 #[serde(deny_unknown_fields)]
 pub struct DisconnectBody {
     /// Why, or when (free text).
+    #[schema(max_length = 500, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub comment: Option<String>,
 }
 
@@ -269,8 +270,16 @@ pub(crate) async fn disconnect(
 #[serde(deny_unknown_fields)]
 pub struct ConnectBody {
     /// The configurator's choices: a non-empty JSON object (at most 8 KiB).
-    #[schema(value_type = Object)]
+    #[schema(schema_with = non_empty_object)]
     pub configuration: serde_json::Value,
+}
+
+/// The schema of `ConnectBody::configuration`: any JSON object with at least one member.
+fn non_empty_object() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Object)
+        .min_properties(Some(1))
+        .build()
 }
 
 /// Asks for a service to be connected; the request carries the account number.
@@ -329,8 +338,10 @@ pub struct StatsBody {
     /// The service.
     pub service_id: u64,
     /// First day.
+    #[schema(format = Date)]
     pub from: String,
     /// Last day (not after today).
+    #[schema(format = Date)]
     pub to: String,
 }
 
@@ -452,8 +463,8 @@ impl From<&Payment> for PaymentView {
 
 /// Payment history for a period, newest first.
 #[utoipa::path(get, path = "/api/v1/payments", tag = "customer", security(("session" = [])),
-    params(("from" = Option<String>, Query, description = "first day, ISO; default a year before `to`"),
-        ("to" = Option<String>, Query, description = "last day, ISO; default today")),
+    params(("from" = Option<String>, Query, format = Date, description = "first day, ISO; default a year before `to`"),
+        ("to" = Option<String>, Query, format = Date, description = "last day, ISO; default today")),
     responses((status = 200, body = [PaymentView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(crate) async fn payments(
     State(app): State<App>,
@@ -531,9 +542,9 @@ pub struct InvoiceQuery {
 
 /// The account's invoices, filtered by kind and issue period, newest first.
 #[utoipa::path(get, path = "/api/v1/invoices", tag = "customer", security(("session" = [])),
-    params(("kind" = Option<String>, Query, description = "notice, invoice, one_time or correction"),
-        ("from" = Option<String>, Query, description = "first issue day, ISO"),
-        ("to" = Option<String>, Query, description = "last issue day, ISO")),
+    params(("kind" = Option<InvoiceKind>, Query, description = "notice, invoice, one_time or correction"),
+        ("from" = Option<String>, Query, format = Date, description = "first issue day, ISO"),
+        ("to" = Option<String>, Query, format = Date, description = "last issue day, ISO")),
     responses((status = 200, body = [InvoiceView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(crate) async fn invoices(
     State(app): State<App>,
@@ -926,20 +937,28 @@ pub(crate) async fn halyk_page(
 #[serde(deny_unknown_fields)]
 pub struct PostInvoice {
     /// `notice`, `invoice`, `one_time` or `correction`.
+    #[schema(value_type = InvoiceKind)]
     pub kind: String,
     /// Billing's number (1–30 characters: digits, letters, `-`, `/`).
+    #[schema(pattern = r"^[\p{L}\p{N}/_.-]{1,30}$")]
     pub number: String,
     /// Issue date.
+    #[schema(format = Date)]
     pub issued_on: String,
     /// Period start.
+    #[schema(format = Date)]
     pub period_from: String,
     /// Period end.
+    #[schema(format = Date)]
     pub period_to: String,
     /// Total, tiyn (≥ 0; a correction may be negative).
+    #[schema(minimum = -1_000_000_000_000_i64, maximum = 1_000_000_000_000_i64)]
     pub amount_tiyn: i64,
     /// Lines.
+    #[schema(max_items = 500)]
     pub lines: Vec<InvoiceLine>,
     /// For a correction: the invoice number it replaces (required for `correction`).
+    #[schema(pattern = r"^[\p{L}\p{N}/_.-]{1,30}$")]
     pub corrects_number: Option<String>,
 }
 
@@ -1058,17 +1077,35 @@ pub(crate) async fn post_invoice(
     Ok((status, Json(InvoiceView::from(&inv))))
 }
 
+/// The sources billing may post (the schema of `PostPayment::source`): card payments come only
+/// through a gateway, so `card` is not offered.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // only its schema is used
+enum OperatorPaymentSource {
+    BankTransfer,
+    Cash,
+    Correction,
+}
+
 /// `POST /operator/accounts/{n}/payments` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostPayment {
     /// Amount, tiyn (positive; a `correction` may be negative).
+    #[schema(minimum = -1_000_000_000_000_i64, maximum = 1_000_000_000_000_i64)]
     pub amount_tiyn: i64,
     /// `bank_transfer`, `cash` or `correction` (card payments come only through a gateway).
+    #[schema(value_type = OperatorPaymentSource)]
     pub source: PaymentSource,
     /// Billing's reference, unique per source (a retry with it is harmless).
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub reference: String,
     /// Text for the history.
+    #[schema(max_length = 500, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub description: Option<String>,
 }
 
@@ -1122,19 +1159,27 @@ pub(crate) async fn post_payment(
 #[serde(deny_unknown_fields)]
 pub struct PostUsage {
     /// First day.
+    #[schema(format = Date)]
     pub period_from: String,
     /// Last day.
+    #[schema(format = Date)]
     pub period_to: String,
     /// Bytes received.
     #[serde(default)]
+    #[schema(schema_with = super::u64_schema)]
     pub bytes_in: u64,
     /// Bytes sent.
     #[serde(default)]
+    #[schema(schema_with = super::u64_schema)]
     pub bytes_out: u64,
     /// Charged for it, tiyn.
     #[serde(default)]
     pub amount_tiyn: i64,
     /// What it is.
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub description: String,
 }
 

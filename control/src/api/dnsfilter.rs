@@ -45,7 +45,7 @@ pub struct FilterView {
     /// Enabled categories.
     pub categories: Vec<String>,
     /// `nxdomain`, `null_ip`, `refused` or `custom_ip`.
-    #[schema(value_type = String)]
+    #[schema(value_type = BlockMode)]
     pub block_mode: BlockModeName,
     /// Block page addresses (custom_ip).
     pub custom_ip: Vec<String>,
@@ -55,6 +55,29 @@ pub struct FilterView {
     pub allowlist_rules: u64,
     /// Last change (RFC 3339), `null` while the account has the defaults.
     pub updated_at: Option<String>,
+    /// Queries per second the account's networks may send (set by the operator); 0 = no limit.
+    pub qps_limit: u32,
+}
+
+/// `PUT /operator/accounts/{account_number}/dns-filter/limits` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutLimits {
+    /// Queries per second the account's networks may send; 0 = no limit; at most 10,000,000.
+    #[schema(maximum = 10_000_000)]
+    pub qps_limit: u32,
+}
+
+/// How blocked names are answered (the schema of `block_mode`; the config crate's
+/// `BlockModeName` has no schema of its own).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // only its schema is used
+enum BlockMode {
+    Nxdomain,
+    NullIp,
+    Refused,
+    CustomIp,
 }
 
 /// `PUT /dns-filter` body.
@@ -66,10 +89,11 @@ pub struct PutFilter {
     /// Categories to enable (names from `GET /dns-filter/categories`).
     pub categories: Vec<String>,
     /// `nxdomain`, `null_ip`, `refused` or `custom_ip`.
-    #[schema(value_type = String)]
+    #[schema(value_type = BlockMode)]
     pub block_mode: BlockModeName,
     /// Block page addresses: at most one IPv4 and one IPv6; required for `custom_ip`.
     #[serde(default)]
+    #[schema(max_items = 2)]
     pub custom_ip: Vec<String>,
 }
 
@@ -239,6 +263,7 @@ fn filter_view(app: &App, account: &Account) -> Result<FilterView, ApiError> {
         blocklist_rules: filters.list(account.id, ListKind::Blocklist)?.rules,
         allowlist_rules: filters.list(account.id, ListKind::Allowlist)?.rules,
         updated_at: s.updated_at.map(rfc3339),
+        qps_limit: s.qps_limit,
     })
 }
 
@@ -418,6 +443,7 @@ pub(crate) async fn put_filter(
         block_mode: body.block_mode,
         custom_ip,
         updated_at: Some(now_secs()),
+        qps_limit: old.qps_limit,
     };
     let entry = audit_entry(
         &app,
@@ -698,8 +724,8 @@ pub(crate) fn daily(
 
 /// Query statistics for a period (default: the last 7 days, Asia/Almaty).
 #[utoipa::path(get, path = "/api/v1/dns-filter/stats", tag = "customer", security(("session" = [])),
-    params(("from" = Option<String>, Query, description = "first day, ISO; default 6 days before `to`"),
-        ("to" = Option<String>, Query, description = "last day, ISO; default today")),
+    params(("from" = Option<String>, Query, format = Date, description = "first day, ISO; default 6 days before `to`"),
+        ("to" = Option<String>, Query, format = Date, description = "last day, ISO; default today")),
     responses((status = 200, body = StatsView), (status = 400, body = ErrorBody, description = "bad_period, bad_date"),
         (status = 401, body = ErrorBody)))]
 pub(crate) async fn stats(
@@ -814,6 +840,65 @@ pub(crate) async fn operator_filter(
     Ok(Json(filter_view(&app, &account)?))
 }
 
+/// Highest `qps_limit` an operator may set: far above what one resolver answers, so a typo
+/// with an extra digit is refused rather than silently meaning "no limit".
+const MAX_QPS_LIMIT: u32 = 10_000_000;
+
+/// Sets an account's query-rate limit (its tariff); enforced by the resolver when this answers.
+#[utoipa::path(put, path = "/api/v1/operator/accounts/{account_number}/dns-filter/limits", tag = "operator",
+    security(("operator" = [])),
+    params(("account_number" = String, Path, description = "лицевой счёт")),
+    request_body = PutLimits,
+    responses((status = 200, body = FilterView),
+        (status = 400, body = ErrorBody, description = "invalid_qps_limit"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn operator_put_limits(
+    State(app): State<App>,
+    _op: Operator,
+    ApiPath(number): ApiPath<String>,
+    ApiJson(body): ApiJson<PutLimits>,
+) -> Result<Json<FilterView>, ApiError> {
+    let account = super::operator::find(&app, &number)?;
+    if body.qps_limit > MAX_QPS_LIMIT {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_qps_limit",
+            format!("не больше {MAX_QPS_LIMIT} запросов в секунду (0 — без ограничения)"),
+        )
+        .with_field("qps_limit"));
+    }
+    let old = settings_of(&app, &account)?;
+    let new = FilterSettings {
+        qps_limit: body.qps_limit,
+        updated_at: Some(now_secs()),
+        ..old.clone()
+    };
+    let limit = |q: u32| {
+        if q == 0 {
+            "без ограничения".to_owned()
+        } else {
+            format!("{q} запросов/с")
+        }
+    };
+    let entry = AuditEntry {
+        id: app.store().filters().next_audit_id()?,
+        at: now_secs(),
+        user_id: 0,
+        user: "оператор".to_owned(),
+        action: ListOrSettings::Settings.as_str().to_owned(),
+        summary: format!(
+            "лимит запросов: {} → {}",
+            limit(old.qps_limit),
+            limit(new.qps_limit)
+        ),
+    };
+    app.store()
+        .filters()
+        .save_settings(account.id, &new, entry)?;
+    app.publish_policy(account.id, None)?;
+    Ok(Json(filter_view(&app, &account)?))
+}
+
 /// The networks mapped to an account.
 #[utoipa::path(get, path = "/api/v1/operator/accounts/{account_number}/networks", tag = "operator",
     security(("operator" = [])),
@@ -836,14 +921,18 @@ pub(crate) async fn operator_networks(
 }
 
 /// `GET /operator/nodes/snapshot` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SnapshotQuery {
     /// The generation the node holds; the answer is 304 while nothing newer exists.
     #[serde(default)]
+    #[param(schema_with = super::u64_schema)]
     pub after: u64,
-    /// Seconds to wait for a newer generation before answering 304 (long polling; at most 60).
+    /// Seconds to wait for a newer generation before answering 304 (long polling; at most 60,
+    /// and short of `http.request_timeout_secs`).
     #[serde(default)]
+    #[param(schema_with = super::u64_schema)]
     pub wait: u64,
 }
 
@@ -885,9 +974,8 @@ fn with_generation(mut resp: Response, generation: u64) -> Response {
 /// while the node's `after` generation is current, after waiting up to `wait` seconds.
 #[utoipa::path(get, path = "/api/v1/operator/nodes/snapshot", tag = "operator",
     security(("operator" = [])),
-    params(("after" = Option<u64>, Query, description = "generation the node holds"),
-        ("wait" = Option<u64>, Query, description = "seconds to wait for a change (≤ 60)"),
-        ("X-Qorgan-Node" = String, Header, description = "the node's name")),
+    params(SnapshotQuery,
+        ("X-Qorgan-Node" = String, Header, pattern = r"^[a-zA-Z0-9._-]{1,64}$", description = "the node's name")),
     responses((status = 200, description = "the snapshot", content_type = "application/octet-stream"),
         (status = 304, description = "unchanged"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(crate) async fn node_snapshot(
@@ -899,7 +987,14 @@ pub(crate) async fn node_snapshot(
     let node = node_name(&headers)?;
     let book = app.policy();
     book.node_seen(&node, q.after);
-    let wait = Duration::from_secs(q.wait.min(60));
+    // At most 60 s, and always short of the request timeout, which would answer 408 instead.
+    let most = app
+        .config()
+        .http
+        .request_timeout_secs
+        .saturating_sub(1)
+        .min(60);
+    let wait = Duration::from_secs(q.wait.min(most));
     let generation = if q.after >= book.generation() && !wait.is_zero() {
         book.changed_after(q.after, wait).await
     } else {
@@ -960,10 +1055,115 @@ pub(crate) async fn node_catalog(
 #[serde(deny_unknown_fields)]
 pub struct NodeUsage {
     /// Increases with every report of the node (a retry repeats it).
+    #[schema(schema_with = super::u64_schema)]
     pub seq: u64,
     /// The report.
-    #[schema(value_type = Object)]
+    #[schema(value_type = UsageReportSchema)]
     pub report: qorgan_resolver::usage::UsageReport,
+}
+
+/// Largest count one report may carry: far beyond what a node answers between two drains
+/// (seconds), small enough that adding up reports never overflows.
+const REPORT_COUNT_MAX: u64 = 1 << 40;
+/// Latest report time accepted (9999-12-31T23:59:59Z).
+const REPORT_AT_MAX: i64 = 253_402_300_799;
+
+/// The schema of `qorgan_resolver::usage::UsageReport` (the resolver crate has no OpenAPI).
+#[derive(ToSchema)]
+#[allow(dead_code)] // only its schema is used
+struct UsageReportSchema {
+    /// Unix seconds of the drain that produced it.
+    #[schema(minimum = 0, maximum = 253_402_300_799_i64)]
+    at: i64,
+    /// Per account id (decimal).
+    #[schema(schema_with = accounts_schema)]
+    accounts: BTreeMap<String, AccountUsageSchema>,
+    /// Samples dropped because the queue was full.
+    #[schema(maximum = 1_099_511_627_776_u64)]
+    samples_dropped: u64,
+}
+
+/// The schema of `qorgan_resolver::usage::AccountUsage`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // only its schema is used
+struct AccountUsageSchema {
+    /// Queries counted.
+    #[schema(maximum = 1_099_511_627_776_u64)]
+    queries: u64,
+    /// Of those, blocked.
+    #[schema(maximum = 1_099_511_627_776_u64)]
+    blocked: u64,
+    /// Blocked by the account's own block list.
+    #[schema(maximum = 1_099_511_627_776_u64)]
+    blocked_own: u64,
+    /// Blocked per category name.
+    #[schema(schema_with = counts_schema)]
+    by_category: BTreeMap<String, u64>,
+    /// Blocked names seen, with how many samples each.
+    #[schema(schema_with = counts_schema)]
+    blocked_names: BTreeMap<String, u64>,
+}
+
+/// `{"<account id>": AccountUsage}`: the keys are decimal `u64`s, without leading zeros (serde
+/// reads them as JSON numbers).
+fn accounts_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    let mut o = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::RefOr(
+            <AccountUsageSchema as utoipa::PartialSchema>::schema(),
+        )))
+        .build();
+    o.property_names = Some(Box::new(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^(?:0|[1-9][0-9]{0,18})$"))
+            .build()
+            .into(),
+    ));
+    o
+}
+
+/// `{"<name>": count}` with counts within [`REPORT_COUNT_MAX`].
+fn counts_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::RefOr(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+                .maximum(Some(REPORT_COUNT_MAX))
+                .build()
+                .into(),
+        )))
+        .build()
+}
+
+/// Refuses a report whose numbers no node can produce: they would overflow the sums.
+fn check_report(r: &qorgan_resolver::usage::UsageReport) -> Result<(), ApiError> {
+    let counts_ok = |u: &qorgan_resolver::usage::AccountUsage| {
+        [u.queries, u.blocked, u.blocked_own]
+            .into_iter()
+            .chain(u.by_category.values().copied())
+            .chain(u.blocked_names.values().copied())
+            .all(|n| n <= REPORT_COUNT_MAX)
+    };
+    let ok = (0..=REPORT_AT_MAX).contains(&r.at)
+        && r.samples_dropped <= REPORT_COUNT_MAX
+        && r.accounts.values().all(counts_ok);
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_report",
+            format!(
+                "report: at within 0..={REPORT_AT_MAX}, every count at most {REPORT_COUNT_MAX}"
+            ),
+        )
+        .with_field("report"))
+    }
 }
 
 /// `POST /operator/nodes/usage` answer.
@@ -976,7 +1176,7 @@ pub struct UsageAck {
 /// A node's per-account counters; applied once per `(node, seq)`, durable when this answers.
 #[utoipa::path(post, path = "/api/v1/operator/nodes/usage", tag = "operator",
     security(("operator" = [])), request_body = NodeUsage,
-    params(("X-Qorgan-Node" = String, Header, description = "the node's name")),
+    params(("X-Qorgan-Node" = String, Header, pattern = r"^[a-zA-Z0-9._-]{1,64}$", description = "the node's name")),
     responses((status = 200, body = UsageAck), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(crate) async fn node_usage(
     State(app): State<App>,
@@ -985,6 +1185,7 @@ pub(crate) async fn node_usage(
     ApiJson(body): ApiJson<NodeUsage>,
 ) -> Result<Json<UsageAck>, ApiError> {
     let node = node_name(&headers)?;
+    check_report(&body.report)?;
     let store = app.store().clone();
     let applied = tokio::task::spawn_blocking(move || {
         crate::usage::apply(&store, &body.report, Some((&node, body.seq)))

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
@@ -69,7 +69,7 @@ pub(crate) async fn read_body(
     }
 }
 
-fn is_json(headers: &axum::http::HeaderMap) -> bool {
+fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -85,6 +85,14 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
         Err(e) => {
             let path = e.path().to_string();
             let inner = e.into_inner();
+            if inner
+                .to_string()
+                .starts_with("invalid type: floating point")
+            {
+                if let Some(again) = parse_whole_numbers(bytes) {
+                    return again;
+                }
+            }
             return Err(json_error(&path, &inner));
         }
     };
@@ -92,6 +100,49 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
         return Err(json_error(".", &e));
     }
     Ok(value)
+}
+
+/// JSON has one number type: `877.0` is the integer 877 (JSON Schema, and so the OpenAPI
+/// document, agrees), but serde reads integer fields from integer spellings only. A body that
+/// failed for a float is read again with every whole float within ±2^53 (where a float is
+/// exact) written as an integer; `None` when it holds no such float (the first error stands).
+fn parse_whole_numbers<T: DeserializeOwned>(bytes: &[u8]) -> Option<Result<T, ApiError>> {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    if !whole_floats_to_integers(&mut value) {
+        return None;
+    }
+    Some(
+        serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+            let path = e.path().to_string();
+            json_error(&path, &e.into_inner())
+        }),
+    )
+}
+
+/// Rewrites whole floats as integers in place; true when it changed one. The recursion is
+/// bounded by serde_json's nesting limit (128) on the parse that produced the value.
+fn whole_floats_to_integers(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT) else {
+                return false;
+            };
+            // Exact: `f` is whole and within ±2^53.
+            #[allow(clippy::cast_possible_truncation)]
+            let i = f as i64;
+            *value = Value::from(i);
+            true
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |changed, v| whole_floats_to_integers(v) | changed),
+        Value::Object(map) => map
+            .values_mut()
+            .fold(false, |changed, v| whole_floats_to_integers(v) | changed),
+        _ => false,
+    }
 }
 
 fn between_backticks(text: &str) -> Option<String> {
@@ -212,15 +263,14 @@ impl FromRequestParts<App> for ClientIp {
     }
 }
 
-fn bearer(parts: &Parts) -> Option<&str> {
-    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -230,8 +280,32 @@ fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim())
 }
 
+/// The session token a request carries (the bearer token, else the session cookie) and
+/// whether it came as the cookie.
+fn presented(headers: &HeaderMap) -> Option<(&str, bool)> {
+    match bearer(headers) {
+        Some(t) => Some((t, false)),
+        None => cookie(headers, SESSION_COOKIE).map(|t| (t, true)),
+    }
+}
+
+/// The hash of the session token a request carries, if any (valid or not). A login revokes
+/// it, so that a token planted in the browser or left from before is never carried over.
+pub(crate) fn presented_token_hash(headers: &HeaderMap) -> Option<[u8; 32]> {
+    presented(headers).map(|(t, _)| token_hash(t))
+}
+
+/// How often a session's `last_seen` is written: a tenth of the idle limit, at most a minute,
+/// so that a busy session does not cost a store write per request.
+fn touch_every(idle_secs: u64) -> i64 {
+    i64::try_from((idle_secs / 10).min(60)).unwrap_or(60)
+}
+
 /// A logged-in user: from `Authorization: Bearer <token>` or the session cookie. The session
-/// must exist, be unexpired and of the user's current epoch; the user's email must be confirmed.
+/// must exist, be within its absolute lifetime (`expires_at`) and, unless "remember me", used
+/// within the last `auth.session_idle_secs`; it must be of the user's current epoch (a
+/// password or permission change voids older sessions), and the user's email confirmed. An
+/// expired session is deleted on sight.
 pub struct Authed {
     /// The user.
     pub user: User,
@@ -247,12 +321,8 @@ impl FromRequestParts<App> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        let (token, via_cookie) = match bearer(parts) {
-            Some(t) => (t, false),
-            None => match cookie(parts, SESSION_COOKIE) {
-                Some(t) => (t, true),
-                None => return Err(ApiError::unauthorized()),
-            },
+        let Some((token, via_cookie)) = presented(&parts.headers) else {
+            return Err(ApiError::unauthorized());
         };
         if via_cookie && !is_safe(&parts.method) && !super::origin_allowed(app, &parts.headers) {
             return Err(super::csrf_error());
@@ -262,7 +332,13 @@ impl FromRequestParts<App> for Authed {
         let Some(session) = store.session(&hash)? else {
             return Err(ApiError::unauthorized());
         };
-        if session.expires_at <= now_secs() {
+        let now = now_secs();
+        let idle = app.config().auth.session_idle_secs;
+        let idle_out = !session.remember
+            && idle > 0
+            && now - session.last_active() > i64::try_from(idle).unwrap_or(i64::MAX);
+        if session.expires_at <= now || idle_out {
+            store.delete_session(&hash)?;
             return Err(ApiError::unauthorized());
         }
         let Some(user) = store.user(session.user_id)? else {
@@ -274,6 +350,9 @@ impl FromRequestParts<App> for Authed {
         let Some(account) = store.account(user.account_id)? else {
             return Err(ApiError::unauthorized());
         };
+        if idle > 0 && now - session.last_active() >= touch_every(idle) {
+            store.touch_session(&hash, now)?;
+        }
         Ok(Self {
             user,
             account,
@@ -305,7 +384,7 @@ impl FromRequestParts<App> for Operator {
                 "operator.token still has the placeholder value; set a secret token in the config",
             ));
         }
-        let given = bearer(parts).unwrap_or("");
+        let given = bearer(&parts.headers).unwrap_or("");
         // Hash both sides so that the comparison's time does not depend on the lengths.
         let a = token_hash(given);
         let b = token_hash(configured);
@@ -318,5 +397,33 @@ impl FromRequestParts<App> for Operator {
                 "operator token required",
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Amounts {
+        amount: i64,
+        ids: Vec<u64>,
+    }
+
+    #[test]
+    fn whole_floats_are_integers_and_fractions_are_not() {
+        let a: Amounts = parse_json(br#"{"amount": -877.0, "ids": [1, 2.0, 3e3]}"#).expect("whole");
+        assert_eq!((a.amount, a.ids), (-877, vec![1, 2, 3000]));
+        let e = parse_json::<Amounts>(br#"{"amount": 877.5, "ids": []}"#).expect_err("fraction");
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::BAD_REQUEST, "invalid_type")
+        );
+        // Beyond 2^53 a float no longer names one integer.
+        let e = parse_json::<Amounts>(br#"{"amount": 1e300, "ids": []}"#).expect_err("huge");
+        assert_eq!(e.code(), "invalid_type");
+        let e = parse_json::<Amounts>(br#"{"amount": 1.0, "ids": [], "x": 1}"#).expect_err("extra");
+        assert_eq!(e.code(), "unknown_field");
     }
 }

@@ -24,7 +24,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -48,6 +48,7 @@ use crate::App;
         operator::add_network,
         operator::add_service,
         operator::post_charge,
+        operator::reconciliation,
         account::captcha,
         account::register,
         account::login,
@@ -90,6 +91,7 @@ use crate::App;
         dnsfilter::stats,
         dnsfilter::audit,
         dnsfilter::operator_filter,
+        dnsfilter::operator_put_limits,
         dnsfilter::operator_networks,
         dnsfilter::node_snapshot,
         dnsfilter::node_catalog,
@@ -97,7 +99,7 @@ use crate::App;
         dnsfilter::nodes,
     ),
     components(schemas(ErrorBody, ErrorDetail, Health)),
-    modifiers(&Security),
+    modifiers(&Security, &ExtractorErrors),
     tags(
         (name = "operator", description = "Billing integration: `Authorization: Bearer <operator.token>`"),
         (name = "customer", description = "The cabinet: session cookie or `Authorization: Bearer <session token>`"),
@@ -122,11 +124,99 @@ impl Modify for Security {
     }
 }
 
-/// The OpenAPI document as JSON text (computed once at startup).
-pub fn openapi_json() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|_| "{}".to_owned())
+/// Documents the errors the shared extractors answer on every operation that uses them, so
+/// that no handler's annotation can forget one: a JSON body ([`extract::ApiJson`]) may be
+/// malformed (400), too large (413) or of another media type (415); a session
+/// ([`extract::Authed`]) may be missing (401); the operator token ([`extract::Operator`]) may
+/// be wrong (401) or still the placeholder (403).
+struct ExtractorErrors;
+
+impl ExtractorErrors {
+    fn add(op: &mut utoipa::openapi::path::Operation, status: &str, description: &str) {
+        use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+        op.responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert_with(|| {
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description(description)
+                        .content(
+                            "application/json",
+                            Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                        )
+                        .build(),
+                )
+            });
+    }
+
+    /// True when the operation requires the named security scheme.
+    fn requires(op: &utoipa::openapi::path::Operation, scheme: &str) -> bool {
+        op.security
+            .iter()
+            .flatten()
+            .any(|r| serde_json::to_value(r).is_ok_and(|v| v.get(scheme).is_some()))
+    }
+}
+
+impl Modify for ExtractorErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().filter_map(Option::as_mut) {
+                let json_body = op
+                    .request_body
+                    .as_ref()
+                    .is_some_and(|b| b.content.contains_key("application/json"));
+                if json_body {
+                    Self::add(
+                        op,
+                        "400",
+                        "malformed_json, invalid_type, missing_field, unknown_field",
+                    );
+                    Self::add(op, "413", "payload_too_large");
+                    Self::add(
+                        op,
+                        "415",
+                        "unsupported_media_type: the body must be application/json",
+                    );
+                }
+                if Self::requires(op, "session") {
+                    Self::add(op, "401", "unauthorized: no valid session");
+                }
+                if Self::requires(op, "operator") {
+                    Self::add(op, "401", "unauthorized: operator token required");
+                    Self::add(op, "403", "operator_token_unset");
+                }
+            }
+        }
+    }
+}
+
+/// The OpenAPI document as JSON text (computed once at startup), with the bounds that come
+/// from the configuration filled in: a client (or a fuzzer) reading the schema then knows the
+/// top-up amounts this server accepts.
+pub fn openapi_json(config: &qorgan_config::Config) -> String {
+    let mut doc = ApiDoc::openapi();
+    let topup = doc
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut("TopupBody"));
+    if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(body))) = topup {
+        if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(amount))) =
+            body.properties.get_mut("amount_tiyn")
+        {
+            amount.minimum = Some(config.payments.min_topup_tiyn.max(1).into());
+            amount.maximum = Some(config.payments.max_topup_tiyn.into());
+        }
+    }
+    doc.to_pretty_json().unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// The routes, with the state and the outer layers (CSRF guard, JSON errors, timeout, panic).
@@ -147,6 +237,11 @@ pub(crate) fn router(app: App) -> Router {
             "/operator/accounts/{account_number}/dns-filter",
             get(dnsfilter::operator_filter),
         )
+        .route(
+            "/operator/accounts/{account_number}/dns-filter/limits",
+            put(dnsfilter::operator_put_limits),
+        )
+        .route("/operator/reconciliation", get(operator::reconciliation))
         .route("/operator/nodes", get(dnsfilter::nodes))
         .route("/operator/nodes/snapshot", get(dnsfilter::node_snapshot))
         .route(
@@ -345,6 +440,16 @@ pub struct Health {
 async fn health(State(app): State<App>) -> Result<Json<Health>, ApiError> {
     app.store().account_by_number("")?;
     Ok(Json(Health { status: "ok" }))
+}
+
+/// The schema of a `u64` request field: utoipa writes `format: int64`, which caps it at
+/// `i64::MAX` and so would call the upper half of the values the server takes invalid.
+pub(crate) fn u64_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Integer)
+        .minimum(Some(0))
+        .maximum(Some(u64::MAX))
+        .build()
 }
 
 /// RFC 3339 text of unix seconds.

@@ -1,6 +1,7 @@
 //! Operator (billing integration) endpoints: provision accounts, map networks, add services,
-//! post charges. Retried calls are harmless: the same account number again answers 409 with
-//! the stored record, the same network on the same account answers 200 with it.
+//! post charges, reconcile the ledger. Retried calls are harmless: the same account number
+//! again answers 409 with the stored record, the same network on the same account answers 200
+//! with it.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,6 +13,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath, Operator};
 use super::rfc3339;
+use crate::billing::{LedgerReconciliation, OrphanKind};
 use crate::store::{
     Account, AccountStatus, LedgerEntry, Network, NewAccount, Service, ServiceStatus,
 };
@@ -25,14 +27,25 @@ const TEXT_MAX: usize = 200;
 #[serde(deny_unknown_fields)]
 pub struct CreateAccount {
     /// Лицевой счёт: 1–20 digits; the owner's login.
+    #[schema(pattern = r"^[0-9]{1,20}$")]
     pub account_number: String,
     /// The contract number as billing has it (1–64 characters).
+    #[schema(
+        max_length = 64,
+        pattern = r"^[ №]*[0-9A-Za-z\u0400-\u0481\u048a-\u04ff/._-][0-9A-Za-z\u0400-\u0481\u048a-\u04ff/._№ -]*$"
+    )]
     pub contract_number: String,
     /// IIN or BIN, 12 digits with a valid check digit.
+    #[schema(pattern = r"^[0-9]{12}$")]
     pub iin_bin: String,
     /// Holder name (ФИО or organisation).
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
     /// Company name.
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub company: Option<String>,
 }
 
@@ -234,6 +247,9 @@ pub(crate) async fn get_account(
 #[serde(deny_unknown_fields)]
 pub struct AddNetwork {
     /// IPv4 or IPv6 network in CIDR form, e.g. `203.0.113.0/24` or `2001:db8::/48`.
+    #[schema(
+        pattern = r"^(?:(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/(?:3[0-2]|[12]?[0-9])|(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|(?:[0-9A-Fa-f]{1,4}:){1,7}:|(?:[0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|(?:[0-9A-Fa-f]{1,4}:){1,5}(?::[0-9A-Fa-f]{1,4}){1,2}|(?:[0-9A-Fa-f]{1,4}:){1,4}(?::[0-9A-Fa-f]{1,4}){1,3}|(?:[0-9A-Fa-f]{1,4}:){1,3}(?::[0-9A-Fa-f]{1,4}){1,4}|(?:[0-9A-Fa-f]{1,4}:){1,2}(?::[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(?::[0-9A-Fa-f]{1,4}){1,6}|:(?:(?::[0-9A-Fa-f]{1,4}){1,7}|:))/(?:12[0-8]|1[01][0-9]|[1-9]?[0-9]))$"
+    )]
     pub cidr: String,
 }
 
@@ -276,10 +292,16 @@ pub(crate) async fn add_network(
 #[serde(deny_unknown_fields)]
 pub struct AddService {
     /// Kind: `a-z`, `0-9`, `_`, `-`, 1–32 characters (e.g. `internet`, `dns_filter`).
+    #[schema(pattern = r"^[a-z0-9_-]{1,32}$")]
     pub kind: String,
     /// Tariff name.
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
     /// Monthly fee in tiyn (≥ 0).
+    #[schema(minimum = 0)]
     pub monthly_fee_tiyn: i64,
 }
 
@@ -328,13 +350,19 @@ pub(crate) async fn add_service(
 #[serde(deny_unknown_fields)]
 pub struct PostCharge {
     /// Amount in tiyn, positive; lowers the balance by it.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub amount_tiyn: i64,
     /// What it is for.
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub description: String,
     /// The service charged (one of the account's).
     pub service_id: Option<u64>,
     /// Billing's id of this charge (≤ 64 characters). A retry with the same reference answers
     /// 200 with the charge already posted instead of charging twice.
+    #[schema(max_length = 64, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub reference: Option<String>,
 }
 
@@ -426,4 +454,97 @@ pub(crate) async fn post_charge(
         return Ok((StatusCode::OK, Json(charge_view(&entry, balance))));
     }
     Ok((StatusCode::CREATED, Json(charge_view(&entry, balance))))
+}
+
+/// A balance that differs from its ledger.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MismatchView {
+    /// Лицевой счёт (`id N` when the account record itself is missing).
+    pub account: String,
+    /// The cached balance, tiyn.
+    pub balance_tiyn: i64,
+    /// The sum of the account's ledger entries, tiyn.
+    pub ledger_sum_tiyn: i64,
+}
+
+/// A payment, paid order or ledger row without its counterpart.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrphanView {
+    /// What is wrong, e.g. `payment_without_ledger`, `ledger_without_payment`.
+    pub kind: OrphanKind,
+    /// Лицевой счёт (`id N` when the account record itself is missing).
+    pub account: String,
+    /// The record, e.g. `payment 17`, `order 000000000123`.
+    pub record: String,
+    /// Why, in a few words.
+    pub detail: String,
+}
+
+/// `GET /operator/reconciliation` answer: empty lists when the books agree.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReconciliationView {
+    /// Accounts whose balance was compared with their ledger.
+    pub checked_accounts: usize,
+    /// Cached balances that differ from the sum of their ledger.
+    pub mismatches: Vec<MismatchView>,
+    /// Payments and orders without exactly one ledger row, and ledger rows without a payment.
+    pub orphans: Vec<OrphanView>,
+    /// RFC 3339.
+    pub checked_at: String,
+}
+
+impl From<&LedgerReconciliation> for ReconciliationView {
+    fn from(r: &LedgerReconciliation) -> Self {
+        Self {
+            checked_accounts: r.checked_accounts,
+            mismatches: r
+                .mismatches
+                .iter()
+                .map(|m| MismatchView {
+                    account: m.account(),
+                    balance_tiyn: m.balance_tiyn,
+                    ledger_sum_tiyn: m.ledger_sum_tiyn,
+                })
+                .collect(),
+            orphans: r
+                .orphans
+                .iter()
+                .map(|o| OrphanView {
+                    kind: o.kind,
+                    account: o.account(),
+                    record: o.record.clone(),
+                    detail: o.detail.clone(),
+                })
+                .collect(),
+            checked_at: rfc3339(r.checked_at),
+        }
+    }
+}
+
+/// Runs the ledger reconciliation on a blocking thread (it scans every ledger, payment and
+/// order), logs what it found and sets `qorgan_ledger_mismatches`. Reports, never repairs.
+/// Called once at start-up ([`crate::serve_http`]) and by `GET /operator/reconciliation`.
+pub(crate) async fn reconcile(app: &App) -> Result<LedgerReconciliation, crate::ControlError> {
+    let billing = app.billing().clone();
+    let report = tokio::task::spawn_blocking(move || billing.reconcile_ledger(now_secs()))
+        .await
+        .map_err(crate::ControlError::Join)??;
+    report.log();
+    app.metrics()
+        .ledger_mismatches
+        .set(i64::try_from(report.problems()).unwrap_or(i64::MAX));
+    Ok(report)
+}
+
+/// Reconciles the ledger now: every cached balance against the sum of its ledger, every
+/// payment and paid order against its one ledger row. Reports only; nothing is repaired.
+#[utoipa::path(get, path = "/api/v1/operator/reconciliation", tag = "operator",
+    security(("operator" = [])),
+    responses((status = 200, body = ReconciliationView), (status = 401, body = ErrorBody)))]
+pub(crate) async fn reconciliation(
+    State(app): State<App>,
+    _op: Operator,
+) -> Result<Json<ReconciliationView>, ApiError> {
+    let report = reconcile(&app).await?;
+    Ok(Json(ReconciliationView::from(&report)))
 }

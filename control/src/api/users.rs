@@ -150,17 +150,22 @@ fn choose_password(
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     /// Email: the new user's login; must be confirmed by a link.
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     /// Password set by hand (≥ 10 characters) — or leave it out and set `generate_password`.
+    #[schema(min_length = 10, max_length = 128)]
     pub password: Option<String>,
     /// Generate a password and email it.
     #[serde(default)]
     pub generate_password: bool,
     /// Имя.
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub first_name: Option<String>,
     /// Фамилия.
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub last_name: Option<String>,
     /// Должность.
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub position: Option<String>,
     /// «Может добавлять пользователей».
     #[serde(default)]
@@ -229,14 +234,18 @@ pub(crate) async fn create(
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     /// Имя (empty string clears it).
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub first_name: Option<String>,
     /// Фамилия.
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub last_name: Option<String>,
     /// Должность.
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub position: Option<String>,
-    /// «Может добавлять пользователей».
+    /// «Может добавлять пользователей» (a change revokes the user's sessions).
     pub can_manage_users: Option<bool>,
     /// A new password set by hand (revokes the user's sessions).
+    #[schema(min_length = 10, max_length = 128)]
     pub password: Option<String>,
     /// Generate a new password and email it (revokes the user's sessions).
     #[serde(default)]
@@ -288,12 +297,17 @@ pub(crate) async fn update(
     if let Some(flag) = body.can_manage_users {
         after.can_manage_users = flag;
     }
+    // A change of permissions ends the user's sessions (RELIABILITY W3: rotate on privilege
+    // change): it logs in again and gets a new token under the new rights.
+    if after.can_manage_users != before.can_manage_users {
+        after.session_epoch += 1;
+    }
     let mut email = None;
     if body.password.is_some() || body.generate_password {
         let (password, generated) =
             choose_password(body.password, body.generate_password, &before.email)?;
         after.password_hash = app.hash_password(password.clone()).await?;
-        after.session_epoch += 1;
+        after.session_epoch = before.session_epoch + 1;
         if generated {
             email = Some(mail::new_password(
                 &before.email,

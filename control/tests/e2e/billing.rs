@@ -20,7 +20,8 @@ use tokio::net::TcpListener;
 
 use crate::support::*;
 
-const SANDBOX_SECRET: &str = "sandbox-secret-for-tests";
+/// The sandbox gateway's HMAC secret in these tests (also in the binary's config).
+pub(crate) const SANDBOX_SECRET: &str = "sandbox-secret-for-tests";
 
 /// Config with the public URL pointing at the listener itself (the sandbox page posts its
 /// callback there, as a bank would).
@@ -37,7 +38,7 @@ async fn server_with(
     Server::start_on(listener, &c, options()).await
 }
 
-fn sign(body: &[u8]) -> String {
+pub(crate) fn sign(body: &[u8]) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(SANDBOX_SECRET.as_bytes()).unwrap();
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())

@@ -12,6 +12,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+use crate::billing::SANDBOX_SECRET;
 use crate::support::*;
 
 pub(crate) struct Qorgan {
@@ -208,7 +209,7 @@ networks = []
 [operator]
 token = "{OPERATOR_TOKEN}"
 [payments]
-secret = "test-payments-secret"
+secret = "{SANDBOX_SECRET}"
 [mail]
 smtp = "{smtp}"
 from = "Qorgan <noreply@cabinet.example.kz>"

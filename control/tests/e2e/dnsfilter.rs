@@ -322,3 +322,89 @@ async fn node_endpoints_refuse_a_wrong_token_and_serve_a_checksummed_snapshot() 
         .await;
     r.error(StatusCode::NOT_FOUND, "catalog_not_found");
 }
+
+#[tokio::test]
+async fn the_operator_sets_an_accounts_query_rate_and_the_customer_cannot_change_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = SmtpSink::start().await;
+    let s = Server::start(&config(dir.path(), &sink.url()), options()).await;
+    let token = owner(&s, &mut sink).await;
+    let net = s
+        .operator(
+            Method::POST,
+            "/api/v1/operator/accounts/6101/networks",
+            Some(json!({"cidr": "10.61.1.0/24"})),
+        )
+        .await;
+    assert_eq!(net.status, StatusCode::CREATED, "{}", net.text);
+    let limits = "/api/v1/operator/accounts/6101/dns-filter/limits";
+    let r = s
+        .operator(Method::PUT, limits, Some(json!({"qps_limit": 20_000_000})))
+        .await;
+    assert_eq!(
+        r.error(StatusCode::BAD_REQUEST, "invalid_qps_limit")["field"],
+        "qps_limit"
+    );
+    let r = s
+        .operator(Method::PUT, limits, Some(json!({"qps_limit": -1})))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = s
+        .operator(
+            Method::PUT,
+            "/api/v1/operator/accounts/0000/dns-filter/limits",
+            Some(json!({"qps_limit": 5})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+
+    let set = s
+        .operator(Method::PUT, limits, Some(json!({"qps_limit": 300})))
+        .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text);
+    assert_eq!(set.body["qps_limit"], 300);
+    // Enforced when the operator's call returns: the resolver's policy for the network has it.
+    let enforced = |s: &Server| {
+        let snapshot = s.app.policy().snapshots().load();
+        match snapshot.client_policy("10.61.1.7".parse().unwrap()) {
+            qorgan_blocklists::ClientPolicy::Account(p) => p.qps_limit,
+            _ => u32::MAX,
+        }
+    };
+    assert_eq!(enforced(&s), 300);
+
+    // The customer sees it but cannot set it: not a field of PUT /dns-filter, and kept by it.
+    let view = s
+        .call(Method::GET, "/api/v1/dns-filter", Some(&token), None)
+        .await;
+    assert_eq!(view.body["qps_limit"], 300);
+    let sneaky = s
+        .call(
+            Method::PUT,
+            "/api/v1/dns-filter",
+            Some(&token),
+            Some(json!({"enabled": true, "categories": [], "block_mode": "nxdomain", "qps_limit": 0})),
+        )
+        .await;
+    assert_eq!(sneaky.status, StatusCode::BAD_REQUEST, "{}", sneaky.text);
+    let edit = s
+        .call(
+            Method::PUT,
+            "/api/v1/dns-filter",
+            Some(&token),
+            Some(json!({"enabled": true, "categories": [], "block_mode": "refused"})),
+        )
+        .await;
+    assert_eq!(edit.status, StatusCode::OK, "{}", edit.text);
+    assert_eq!(edit.body["qps_limit"], 300);
+    assert_eq!(enforced(&s), 300);
+    let audit = s
+        .call(Method::GET, "/api/v1/dns-filter/audit", Some(&token), None)
+        .await;
+    let entries = audit.body["entries"].as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["user"] == "оператор"
+            && e["summary"] == "лимит запросов: без ограничения → 300 запросов/с"),
+        "{entries:?}"
+    );
+}

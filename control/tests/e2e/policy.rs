@@ -88,7 +88,13 @@ fn resolved(r: &Option<(ResponseCode, Vec<String>)>) -> bool {
 }
 
 /// Provisions `number` with `cidr`, registers it and logs in; returns the session token.
-async fn customer(base: &str, sink: &mut SmtpSink, number: &str, iin: &str, cidr: &str) -> String {
+pub(crate) async fn customer(
+    base: &str,
+    sink: &mut SmtpSink,
+    number: &str,
+    iin: &str,
+    cidr: &str,
+) -> String {
     let op = Some(OPERATOR_TOKEN);
     let (st, body) = call(
         base,

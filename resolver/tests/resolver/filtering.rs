@@ -268,6 +268,33 @@ async fn tcp_answers_blocked_and_allowed_names_like_udp() {
 }
 
 #[tokio::test]
+async fn a_negative_answer_through_a_cname_keeps_its_chain_and_a_blocked_target_still_blocks() {
+    let r = Resolver::start(Setup::default()).await;
+    let mut c = r.udp(ACCOUNT_1).await;
+    let nx = ask(&mut c, "cname-nx.test.", RecordType::A).await;
+    assert_eq!(rcode(&nx), ResponseCode::NXDomain);
+    assert_eq!(nx.answers.len(), 1, "{:?}", nx.answers);
+    assert!(
+        matches!(&nx.answers[0].data, RData::CNAME(t) if t.0.to_ascii() == "gone.nx-zone.test.")
+    );
+    assert!(matches!(
+        nx.authorities.first().map(|a| &a.data),
+        Some(RData::SOA(_))
+    ));
+    // Asked again: the same chain (from the cache this time).
+    let again = ask(&mut c, "cname-nx.test.", RecordType::A).await;
+    assert_eq!(
+        (rcode(&again), again.answers.len()),
+        (ResponseCode::NXDomain, 1)
+    );
+    // cname.test has no TXT; its CNAME target is listed: the NODATA is a block, not a leak.
+    let nodata = ask(&mut c, "cname.test.", RecordType::TXT).await;
+    assert_eq!(rcode(&nodata), ResponseCode::NXDomain);
+    assert!(nodata.answers.is_empty(), "{:?}", nodata.answers);
+    assert_eq!(ede(&nodata), vec![(15, "ads".to_owned())]);
+}
+
+#[tokio::test]
 async fn cname_to_a_blocked_name_is_blocked() {
     let r = Resolver::start(Setup::default()).await;
     let mut c = r.udp(ACCOUNT_1).await;

@@ -22,8 +22,21 @@ block = ["||mine.test^"]
 
 #[tokio::test]
 async fn a_flood_from_one_prefix_is_limited_with_slip_and_amplification_below_one() {
+    flood_from_one_prefix(true).await;
+}
+
+#[tokio::test]
+async fn without_the_fast_path_hickorys_udp_is_rate_limited_the_same_way() {
+    flood_from_one_prefix(false).await;
+}
+
+async fn flood_from_one_prefix(fast_path: bool) {
     let r = Resolver::start(Setup {
         policy: TWO_PREFIXES.to_owned(),
+        fast_path: qorgan_resolver::FastPathOptions {
+            enabled: fast_path,
+            ..Setup::default().fast_path
+        },
         dns: |dns| {
             dns.rate_limit_qps = 200;
             dns.rate_limit_burst = 50;
@@ -69,7 +82,9 @@ async fn a_flood_from_one_prefix_is_limited_with_slip_and_amplification_below_on
         .unwrap();
     let slipped = r.metric("qorgan_dns_rate_limited_slipped_total", &[]) as usize;
     let dropped = r.metric("qorgan_dns_rate_limited_dropped_total", &[]) as usize;
-    let answered = sent - slipped - dropped;
+    // Full answers the server sent (datagrams the kernel dropped before the server read them
+    // are neither answered nor limited).
+    let answered = r.metric("qorgan_dns_queries_total", &[("outcome", "blocked")]) as usize;
     // A full answer's size, from a prefix that is not limited.
     let other: SocketAddr = "127.0.5.9:0".parse().unwrap();
     let full_reply = raw_exchange(r.addr, other.ip(), &query, Duration::from_secs(1))
@@ -84,7 +99,7 @@ async fn a_flood_from_one_prefix_is_limited_with_slip_and_amplification_below_on
     let bytes_in = sent * query.len();
     let amplification = bytes_out as f64 / bytes_in as f64;
     eprintln!(
-        "D5: {sent} queries in {elapsed:?}: {answered} answered, {slipped} TC=1, {dropped} dropped; \
+        "D5 (fast path {fast_path}): {sent} queries in {elapsed:?}: {answered} answered, {slipped} TC=1, {dropped} dropped; \
          {bytes_out} bytes out / {bytes_in} in = amplification {amplification:.3} \
          (client received {replies} datagrams, {truncated} TC=1, {bytes} bytes)"
     );
@@ -111,4 +126,101 @@ async fn a_flood_from_one_prefix_is_limited_with_slip_and_amplification_below_on
     // Another prefix is unaffected meanwhile.
     assert_eq!(full_reply[3] & 0x0f, 3, "NXDOMAIN for the blocked name");
     assert_eq!(full_reply[2] & 0x02, 0, "not truncated");
+}
+
+/// Account 1 may send 50 queries a second; account 2 has no limit.
+const ACCOUNT_LIMIT: &str = r#"
+[[accounts]]
+id = 1
+networks = ["127.0.0.1/32"]
+block = ["||mine.test^"]
+qps_limit = 50
+
+[[accounts]]
+id = 2
+networks = ["127.0.5.0/24"]
+block = ["||mine.test^"]
+"#;
+
+/// Sends `count` copies of `query` from `src` (paced a little so the client's receive buffer
+/// keeps up; within one second at most) and counts the answers by rcode: (noerror or
+/// nxdomain, refused).
+fn burst(server: SocketAddr, src: &str, query: &[u8], count: usize) -> (usize, usize) {
+    let sock = std::net::UdpSocket::bind(src).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let reader = {
+        let sock = sock.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let (mut answered, mut refused) = (0usize, 0usize);
+            let mut buf = [0u8; 1500];
+            while let Ok((n, _)) = sock.recv_from(&mut buf) {
+                match (n >= 4).then(|| buf[3] & 0x0f) {
+                    Some(5) => refused += 1,
+                    Some(_) => answered += 1,
+                    None => {}
+                }
+            }
+            (answered, refused)
+        })
+    };
+    let started = Instant::now();
+    for i in 0..count {
+        if started.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+        sock.send_to(query, server).unwrap();
+        if i % 25 == 24 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    reader.join().unwrap()
+}
+
+async fn account_limit_holds(fast_path: bool) {
+    let r = Resolver::start(Setup {
+        policy: ACCOUNT_LIMIT.to_owned(),
+        fast_path: qorgan_resolver::FastPathOptions {
+            enabled: fast_path,
+            workers: 2,
+            ..qorgan_resolver::FastPathOptions::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let query = query_bytes("x.mine.test", false);
+    let addr = r.addr;
+    let q = query.clone();
+    let (answered, refused) =
+        tokio::task::spawn_blocking(move || burst(addr, "127.0.0.1:0", &q, 400))
+            .await
+            .unwrap();
+    let limited = r.metric("qorgan_dns_account_limited_total", &[]) as usize;
+    println!(
+        "per-account limit 50/s (fast path {fast_path}): 400 queries → {answered} answered, \
+         {refused} REFUSED, {limited} counted"
+    );
+    // 50 a second; a burst may straddle a second boundary and get two windows' worth.
+    assert!((50..=100).contains(&answered), "answered {answered}");
+    assert_eq!(refused, limited, "every refusal is counted");
+    assert!(
+        answered + refused >= 390,
+        "answers lost: {answered} + {refused}"
+    );
+    // The other account, with no limit, is served in full at the same moment.
+    let (other_answered, other_refused) =
+        tokio::task::spawn_blocking(move || burst(addr, "127.0.5.9:0", &query, 200))
+            .await
+            .unwrap();
+    assert_eq!((other_answered, other_refused), (200, 0));
+}
+
+#[tokio::test]
+async fn an_account_over_its_query_rate_is_refused_on_the_fast_path_and_others_are_not() {
+    account_limit_holds(true).await;
+}
+
+#[tokio::test]
+async fn an_account_over_its_query_rate_is_refused_on_the_hickory_path_too() {
+    account_limit_holds(false).await;
 }

@@ -3,7 +3,7 @@
 //! hit from an upstream exchange).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
@@ -19,12 +19,15 @@ pub const V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 pub const V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 /// TTL of every upstream record.
 pub const TTL: u32 = 60;
+/// TTL of `short.test` (to see answers expire within a test).
+pub const SHORT_TTL: u32 = 1;
 /// `cname.test` is a CNAME to this name (the tests list it as blocked).
 pub const CNAME_TARGET: &str = "tracker.blocked.test.";
 
 pub struct Upstream {
     pub addr: SocketAddr,
     queries: Arc<AtomicUsize>,
+    failing: Arc<AtomicBool>,
     stop: CancellationToken,
 }
 
@@ -39,8 +42,9 @@ impl Upstream {
         };
         let addr = udp.local_addr().unwrap();
         let queries = Arc::new(AtomicUsize::new(0));
+        let failing = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
-        let (q, s) = (queries.clone(), stop.clone());
+        let (q, s, f) = (queries.clone(), stop.clone(), failing.clone());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             loop {
@@ -49,19 +53,19 @@ impl Upstream {
                     () = s.cancelled() => return,
                 };
                 q.fetch_add(1, Ordering::SeqCst);
-                if let Some(reply) = answer(&buf[..len], true) {
+                if let Some(reply) = answer(&buf[..len], true, f.load(Ordering::SeqCst)) {
                     let _ = udp.send_to(&reply, peer).await;
                 }
             }
         });
-        let (q, s) = (queries.clone(), stop.clone());
+        let (q, s, f) = (queries.clone(), stop.clone(), failing.clone());
         tokio::spawn(async move {
             loop {
                 let (mut conn, _) = tokio::select! {
                     r = tcp.accept() => match r { Ok(x) => x, Err(_) => continue },
                     () = s.cancelled() => return,
                 };
-                let q = q.clone();
+                let (q, f) = (q.clone(), f.clone());
                 tokio::spawn(async move {
                     loop {
                         let Ok(len) = conn.read_u16().await else {
@@ -72,7 +76,7 @@ impl Upstream {
                             return;
                         }
                         q.fetch_add(1, Ordering::SeqCst);
-                        let Some(reply) = answer(&msg, false) else {
+                        let Some(reply) = answer(&msg, false, f.load(Ordering::SeqCst)) else {
                             return;
                         };
                         let mut framed = u16::try_from(reply.len()).unwrap().to_be_bytes().to_vec();
@@ -87,8 +91,14 @@ impl Upstream {
         Self {
             addr,
             queries,
+            failing,
             stop,
         }
+    }
+
+    /// From now on answer every question SERVFAIL (`true`), or normally again.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
     }
 
     /// Questions received so far (UDP and TCP).
@@ -116,9 +126,10 @@ fn soa(zone: &Name) -> Record {
     Record::from_rdata(zone.clone(), TTL, RData::SOA(soa))
 }
 
-/// The zone's logic. The question is echoed byte for byte (the resolver uses 0x20 case
-/// randomisation and rejects an answer whose question case differs).
-fn answer(bytes: &[u8], udp: bool) -> Option<Vec<u8>> {
+/// The zone's logic (SERVFAIL for everything while `failing`). The question is echoed byte
+/// for byte (the resolver uses 0x20 case randomisation and rejects an answer whose question
+/// case differs).
+fn answer(bytes: &[u8], udp: bool, failing: bool) -> Option<Vec<u8>> {
     let request = Message::from_vec(bytes).ok()?;
     if request.metadata.message_type != MessageType::Query {
         return None;
@@ -132,11 +143,32 @@ fn answer(bytes: &[u8], udp: bool) -> Option<Vec<u8>> {
     let lower = qname.to_lowercase().to_ascii();
     let test_zone = Name::from_ascii("test.").unwrap();
     match (lower.as_str(), query.query_type()) {
-        ("nx.test.", _) => {
+        _ if failing => response.metadata.response_code = ResponseCode::ServFail,
+        ("short.test.", RecordType::A) => {
+            response.add_answer(Record::from_rdata(qname, SHORT_TTL, RData::A(A(V4))));
+        }
+        ("nx.test." | "gone.nx-zone.test.", _) => {
             response.metadata.response_code = ResponseCode::NXDomain;
             response.add_authority(soa(&test_zone));
         }
         ("servfail.test.", _) => response.metadata.response_code = ResponseCode::ServFail,
+        // A CNAME into a name that does not exist: NXDOMAIN with the chain (RFC 2308 §2).
+        ("cname-nx.test.", t) => {
+            let target = Name::from_ascii("gone.nx-zone.test.").unwrap();
+            response.add_answer(Record::from_rdata(qname, TTL, RData::CNAME(CNAME(target))));
+            if t != RecordType::CNAME {
+                response.metadata.response_code = ResponseCode::NXDomain;
+                response.add_authority(soa(&test_zone));
+            }
+        }
+        // The blocked CNAME of `cname.test`, asked for itself or for a type its target lacks.
+        ("cname.test.", t) if t != RecordType::A => {
+            let target = Name::from_ascii(CNAME_TARGET).unwrap();
+            response.add_answer(Record::from_rdata(qname, TTL, RData::CNAME(CNAME(target))));
+            if t != RecordType::CNAME {
+                response.add_authority(soa(&test_zone));
+            }
+        }
         ("cname.test." | "cname-ok.test.", RecordType::A) => {
             let target = if lower == "cname.test." {
                 CNAME_TARGET
