@@ -170,14 +170,16 @@ impl AccountPolicy {
         }
     }
 
-    /// Whether one more query fits the account's `qps_limit` in second `now_secs` (Unix
-    /// time); counts it in `rate_limited` when not. A fixed one-second window in the account's
-    /// counters, shared by every worker and carried across revisions: two atomics, no lock.
-    /// Racing threads at a window's start may let a few extra queries through.
-    pub fn admit(&self, now_secs: u64) -> bool {
+    /// Whether one more query fits the account's `qps_limit` in the current second
+    /// (`now_secs`: Unix time, read only when the account has a limit); counts it in
+    /// `rate_limited` when not. A fixed one-second window in the account's counters, shared by
+    /// every worker and carried across revisions: two atomics, no lock. Racing threads at a
+    /// window's start may let a few extra queries through.
+    pub fn admit(&self, now_secs: impl FnOnce() -> u64) -> bool {
         if self.qps_limit == 0 {
             return true;
         }
+        let now_secs = now_secs();
         let c = &self.counters;
         let window = c.rate_window.load(Ordering::Relaxed);
         if window != now_secs

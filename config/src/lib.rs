@@ -136,6 +136,9 @@ pub enum BlockModeName {
     CustomIp,
 }
 
+/// Longest coalescing pause a fast-path worker may take (`dns.fast_path_coalesce_us`).
+pub const MAX_COALESCE_US: u32 = 1_000;
+
 /// `[dns]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -181,7 +184,7 @@ pub struct DnsConfig {
     /// waits this long after a small batch before its next receive, so that one wake-up and two
     /// system calls serve several queries (NIC-style interrupt coalescing: less CPU per query at
     /// moderate load, at most this much added latency; a quiet resolver never waits). In
-    /// microseconds; 0 turns it off. Default 50.
+    /// microseconds (at most 1,000); 0 turns it off. Default 50.
     pub fast_path_coalesce_us: u32,
     /// How long after its TTL ran out a cached answer may still be served (with TTL 30 s) when
     /// the upstreams fail (RFC 8767 serve-stale), in seconds; 0 turns it off. Default 86 400.
@@ -724,6 +727,13 @@ impl Config {
         if self.dns.max_in_flight == 0 {
             bad("dns.max_in_flight", "must be at least 1".to_owned());
         }
+        // A worker sleeps this long per batch: a typo in seconds' magnitude would stall it.
+        if self.dns.fast_path_coalesce_us > MAX_COALESCE_US {
+            bad(
+                "dns.fast_path_coalesce_us",
+                format!("must be at most {MAX_COALESCE_US} (microseconds)"),
+            );
+        }
         for (field, value) in [
             ("dns.tcp_max_connections", self.dns.tcp_max_connections),
             ("dns.tcp_max_per_ip", self.dns.tcp_max_per_ip),
@@ -1003,6 +1013,16 @@ mod tests {
         );
         assert_eq!(parse_upstream("[::1]:5353").expect("v6").port(), 5353);
         assert!(parse_upstream("tls://1.1.1.1").is_err());
+    }
+
+    #[test]
+    fn a_coalescing_pause_over_a_millisecond_is_refused_with_its_line() {
+        let err = Config::from_toml("[dns]\nfast_path_coalesce_us = 50000\n", "c.toml")
+            .expect_err("must fail");
+        let text = err.to_string();
+        assert!(text.contains("dns.fast_path_coalesce_us"), "{text}");
+        assert!(text.contains("c.toml:2"), "{text}");
+        assert!(Config::from_toml("[dns]\nfast_path_coalesce_us = 1000\n", "c.toml").is_ok());
     }
 
     #[test]

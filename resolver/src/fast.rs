@@ -329,7 +329,7 @@ impl FastPath {
             return FastOutcome::Slow(None);
         };
         let qtype = QtypeClass::of(RecordType::from(parsed.qtype));
-        if !policy.admit(unix_secs()) {
+        if !policy.admit(unix_secs) {
             self.metrics.record_account_limited();
             self.metrics.record_query(
                 Proto::Udp,

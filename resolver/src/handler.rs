@@ -145,7 +145,7 @@ impl DnsHandler {
                 send_rcode(handle, request, ResponseCode::Refused).await,
             );
         }
-        if !policy.admit(crate::fast::unix_secs()) {
+        if !policy.admit(crate::fast::unix_secs) {
             self.metrics.record_account_limited();
             return (
                 Outcome::Refused,

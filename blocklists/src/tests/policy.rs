@@ -325,3 +325,21 @@ fn small_and_large_own_lists_cover_the_same_names() {
     assert!(small.covers_dotted(b"x.ads.example") && !small.covers_dotted(b"below.example"));
     assert!(large.covers_dotted(b"n7.filler.test") && !large.covers_dotted(b"x.n7.filler.test"));
 }
+
+#[test]
+fn an_accounts_query_rate_window_admits_its_limit_per_second_and_counts_the_rest() {
+    let mut p = AccountPolicy::new(AccountId(1), CategoryMask::ALL, BlockMode::Nxdomain);
+    // No limit: the clock is never read.
+    assert!(p.admit(|| panic!("no clock without a limit")));
+    p.qps_limit = 2;
+    let at = |s: u64| move || s;
+    assert!(p.admit(at(100)) && p.admit(at(100)));
+    assert!(!p.admit(at(100)), "third in the same second");
+    assert!(p.admit(at(101)), "a new second starts a new window");
+    assert_eq!(
+        p.counters
+            .rate_limited
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
