@@ -248,6 +248,11 @@ impl App {
         ));
         let published = book.load_all(&store)?;
         tracing::info!(accounts = published, "account policies published");
+        // Ends with the other background tasks; it only bumps the generation.
+        runtime.spawn(
+            book.clone()
+                .follow_catalog(store.clone(), mail_cancel.clone()),
+        );
         let usage_task = runtime.spawn(usage::drain_loop(
             store.clone(),
             book.snapshots().clone(),

@@ -424,6 +424,39 @@ impl PolicyBook {
         (generation, bytes)
     }
 
+    /// Publishes a new generation whenever the lists catalog changes (a list folder reload):
+    /// the snapshot names the catalog's hash, and a node only fetches a catalog it hears of.
+    /// Runs until `cancel`.
+    ///
+    /// Subscribes when called, not when first polled: a catalog loaded between the spawn and
+    /// the task's first run is still seen.
+    pub fn follow_catalog(
+        self: Arc<Self>,
+        store: Store,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut changes = self.snapshots.catalog_changes();
+        async move {
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    changed = changes.changed() => if changed.is_err() { return },
+                }
+                let hash = self.snapshots.catalog().hash().to_owned();
+                match store.filters().bump_generation() {
+                    Ok(generation) => {
+                        self.inner().encoded = None;
+                        self.generation.send_replace(generation);
+                        tracing::info!(generation, catalog = %hash, "lists catalog changed; published to nodes");
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot publish the new lists catalog to nodes");
+                    }
+                }
+            }
+        }
+    }
+
     /// Waits up to `wait` for a generation above `after`; returns the generation then current.
     pub async fn changed_after(&self, after: u64, wait: Duration) -> u64 {
         let mut rx = self.generation.subscribe();

@@ -144,6 +144,9 @@ struct Inner {
     /// Blocked names waiting for the next [`SnapshotStore::take_usage`]; bounded, lock-free.
     samples: ArrayQueue<BlockedSample>,
     samples_dropped: AtomicU64,
+    /// Counts catalog swaps, for holders that republish when the lists change (the control
+    /// plane's snapshots name the catalog's hash; a node must hear of a new one).
+    catalog_swaps: tokio::sync::watch::Sender<u64>,
 }
 
 struct Parts {
@@ -204,6 +207,7 @@ impl SnapshotStore {
                 metrics: OnceLock::new(),
                 samples: ArrayQueue::new(SAMPLE_QUEUE),
                 samples_dropped: AtomicU64::new(0),
+                catalog_swaps: tokio::sync::watch::channel(0).0,
             }),
         }
     }
@@ -308,6 +312,13 @@ impl SnapshotStore {
         if let Err(e) = self.publish(&mut parts) {
             tracing::error!(error = %e, "cannot publish the new catalog");
         }
+        drop(parts);
+        self.inner.catalog_swaps.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that sees every later [`SnapshotStore::set_catalog`] (a count of swaps).
+    pub fn catalog_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.catalog_swaps.subscribe()
     }
 
     /// Replaces the whole accounts table. Fails, keeping the previous table, when two accounts'

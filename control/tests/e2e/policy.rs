@@ -351,44 +351,46 @@ async fn cabinet_edits_reach_real_dns_queries_and_survive_a_restart() {
     q.stop();
 }
 
+/// Configs of a control plane (data in `control/`, mail to `smtp`) and of a resolver node
+/// (data in `node/`) in `dir`, both forwarding to `upstream`.
+fn control_and_node_configs(
+    dir: &std::path::Path,
+    upstream: SocketAddr,
+    smtp: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    (
+        write_config(dir, "q.toml", upstream, &dir.join("control"), smtp),
+        write_config(dir, "n.toml", upstream, &dir.join("node"), ""),
+    )
+}
+
+/// The arguments of `qorgan resolver` pulling from `base` as node `node` with `config`.
+fn node_args(base: &str, node: &str, config: &std::path::Path) -> Vec<std::ffi::OsString> {
+    [
+        "resolver",
+        "--control",
+        base,
+        "--token",
+        OPERATOR_TOKEN,
+        "--node",
+        node,
+        "--config",
+    ]
+    .iter()
+    .map(std::ffi::OsString::from)
+    .chain([config.as_os_str().to_owned()])
+    .collect()
+}
+
 #[tokio::test]
 async fn a_node_follows_the_cabinet_and_keeps_its_policy_while_control_is_down() {
     let dir = tempfile::tempdir().unwrap();
     let upstream = Upstream::start().await;
     let mut sink = SmtpSink::start().await;
-    let config = write_config(
-        dir.path(),
-        "q.toml",
-        upstream.addr,
-        &dir.path().join("control"),
-        &sink.url(),
-    );
-    let node_config = write_config(
-        dir.path(),
-        "n.toml",
-        upstream.addr,
-        &dir.path().join("node"),
-        "",
-    );
+    let (config, node_config) = control_and_node_configs(dir.path(), upstream.addr, &sink.url());
     let q = Qorgan::start(&config);
     let token = customer(&q.base, &mut sink, "7201", IIN, "127.0.0.0/24").await;
-    let node_args = |base: &str| -> Vec<std::ffi::OsString> {
-        [
-            "resolver",
-            "--control",
-            base,
-            "--token",
-            OPERATOR_TOKEN,
-            "--node",
-            "edge-1",
-            "--config",
-        ]
-        .iter()
-        .map(std::ffi::OsString::from)
-        .chain([node_config.clone().into_os_string()])
-        .collect()
-    };
-    let args = node_args(&q.base);
+    let args = node_args(&q.base, "edge-1", &node_config);
     let refs: Vec<&std::ffi::OsStr> = args.iter().map(AsRef::as_ref).collect();
     let node = Qorgan::spawn(&refs, false);
     let mut n = udp(node.dns, "127.0.0.1");
@@ -436,4 +438,61 @@ async fn a_node_follows_the_cabinet_and_keeps_its_policy_while_control_is_down()
     );
     assert!(resolved(&resolve(&mut n, "other.example").await));
     node.stop();
+}
+
+#[tokio::test]
+async fn a_node_hears_of_a_lists_change_on_the_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let lists = dir.path().join("lists");
+    std::fs::create_dir_all(lists.join("ads")).unwrap();
+    std::fs::write(lists.join("ads/ads.txt"), "first-listed.example\n").unwrap();
+    let upstream = Upstream::start().await;
+    let mut sink = SmtpSink::start().await;
+    let own_lists = |path: std::path::PathBuf| {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text: String = text
+            .lines()
+            .map(|l| match l {
+                l if l.starts_with("dir = ") => format!("dir = \"{}\"\n", lists.display()),
+                "watch = false" => "watch = true\n".to_owned(),
+                l => format!("{l}\n"),
+            })
+            .collect();
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (config, node_config) = control_and_node_configs(dir.path(), upstream.addr, &sink.url());
+    let config = own_lists(config);
+    let q = Qorgan::start(&config);
+    customer(&q.base, &mut sink, "7301", IIN, "127.0.0.0/24").await;
+    let args = node_args(&q.base, "edge-2", &node_config);
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(AsRef::as_ref).collect();
+    let node = Qorgan::spawn(&refs, false);
+    assert!(
+        eventually(10, || async {
+            blocked(&resolve(&mut udp(node.dns, "127.0.0.1"), "first-listed.example").await)
+        })
+        .await,
+        "the node enforces the control plane's lists"
+    );
+    assert!(resolved(
+        &resolve(&mut udp(node.dns, "127.0.0.1"), "second-listed.example").await
+    ));
+
+    // The operator adds a name to the category's file: the control plane recompiles, and the
+    // node, holding an unchanged account table, must still hear of the new catalog.
+    std::fs::write(
+        lists.join("ads/ads.txt"),
+        "first-listed.example\nsecond-listed.example\n",
+    )
+    .unwrap();
+    assert!(
+        eventually(15, || async {
+            blocked(&resolve(&mut udp(node.dns, "127.0.0.1"), "second-listed.example").await)
+        })
+        .await,
+        "a lists change on the control plane reaches the node"
+    );
+    node.stop();
+    q.stop();
 }
