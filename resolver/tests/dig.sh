@@ -22,6 +22,12 @@ fi
 work=$(mktemp -d)
 pids=()
 cleanup() {
+  local rc=$?
+  if [ "$rc" -ne 0 ] && [ -f "$work/qorgan.log" ]; then
+    # A failure before the checks' own report (set -e: a dig without a reply exits 9).
+    echo "dig.sh stopped with status $rc; qorgan log:"; tail -n 30 "$work/qorgan.log"
+    [ -f "$work/nsd.log" ] && { echo "nsd log:"; tail -n 10 "$work/nsd.log"; }
+  fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
@@ -97,8 +103,8 @@ pids+=($!)
 
 q() { dig @127.0.0.1 -p "$DNS_PORT" +time=2 +tries=1 "$@"; }
 
-# Ready when an allowed name resolves (bounded: 10 s).
-for _ in $(seq 1 100); do
+# Ready when an allowed name resolves (bounded: 30 s; a debug build on a loaded machine).
+for _ in $(seq 1 300); do
   if q ready.example A +short 2>/dev/null | grep -q 192.0.2.1; then break; fi
   sleep 0.1
 done
