@@ -104,8 +104,8 @@ fn main() -> ExitCode {
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options (read at its first allocation): a background thread returns freed
-/// pages after a second instead of ten, without a pass over the heap on some allocation; two
-/// arenas (the fast path's workers and tokio's threads allocate little and rarely).
+/// pages to the system after a second (the default is ten, and only on later allocations);
+/// two arenas (the fast path's workers and tokio's threads allocate little and rarely).
 /// `_RJEM_MALLOC_CONF` in the environment still applies on top.
 #[cfg(not(target_env = "msvc"))]
 #[allow(non_upper_case_globals, unsafe_code)]

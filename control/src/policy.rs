@@ -299,13 +299,25 @@ impl PolicyBook {
         self.snapshots
             .set_accounts(specs)
             .map_err(|e| ControlError::Policy(e.to_string()))?;
-        let generation = store.filters().bump_generation()?;
         let mut inner = self.inner();
         inner.accounts = accounts;
+        self.announce(store, inner)?;
+        Ok(count)
+    }
+
+    /// Ends a change nodes must see: forgets the encoded snapshot, bumps the persisted
+    /// generation while the book is still locked (generations follow the changes' order) and
+    /// wakes the nodes' long polls.
+    fn announce(
+        &self,
+        store: &Store,
+        mut inner: std::sync::MutexGuard<'_, BookInner>,
+    ) -> Result<u64, ControlError> {
         inner.encoded = None;
+        let generation = store.filters().bump_generation()?;
         drop(inner);
         self.generation.send_replace(generation);
-        Ok(count)
+        Ok(generation)
     }
 
     /// Rebuilds one account from the store and publishes it (after an edit of its settings,
@@ -333,11 +345,7 @@ impl PolicyBook {
                 .map_err(|e| ControlError::Policy(e.to_string()))?;
             inner.accounts.insert(id, published);
         }
-        inner.encoded = None;
-        let generation = store.filters().bump_generation()?;
-        drop(inner);
-        self.generation.send_replace(generation);
-        Ok(generation)
+        self.announce(store, inner)
     }
 
     /// One account's policy from its records. An own list whose stored text is the one its
@@ -442,12 +450,10 @@ impl PolicyBook {
                     () = cancel.cancelled() => return,
                     changed = changes.changed() => if changed.is_err() { return },
                 }
-                let hash = self.snapshots.catalog().hash().to_owned();
-                match store.filters().bump_generation() {
+                match self.announce(&store, self.inner()) {
                     Ok(generation) => {
-                        self.inner().encoded = None;
-                        self.generation.send_replace(generation);
-                        tracing::info!(generation, catalog = %hash, "lists catalog changed; published to nodes");
+                        let catalog = self.snapshots.catalog();
+                        tracing::info!(generation, catalog = %catalog.hash(), "lists catalog changed; published to nodes");
                     }
                     Err(error) => {
                         tracing::error!(%error, "cannot publish the new lists catalog to nodes");

@@ -525,7 +525,7 @@ impl Writer<'_> {
 /// One cached answer packed in a single allocation: a fixed head (offsets `E_*`), the TTL
 /// patch points (offset `u16`, original TTL `u32`), the owner-name patch points (offset
 /// `u16`), then the wire answer as the hickory path sent it. A boxed struct with three boxed
-/// slices cost ~280 bytes per A answer in four allocations; this is ~130 in one, which is most
+/// slices cost ~280 bytes per A answer in four allocations; this is ~110 in one, which is most
 /// of a resolver's memory after its lists.
 #[derive(Debug)]
 struct Entry(Box<[u8]>);
@@ -1042,7 +1042,7 @@ mod tests {
         assert_eq!(&out[HEADER..p2.name_end], &q2[HEADER..p2.name_end]);
         let ttl_at = p2.name_end + 4 + 6;
         assert_eq!(&out[ttl_at..ttl_at + 4], &200u32.to_be_bytes());
-        // Another policy revision or no EDNS: a miss.
+        // Another policy revision: a miss.
         let other = FillKey { revision: 4, ..key };
         assert_eq!(cache.serve(other, &q2, &p2, 110, &mut out), None);
         // Past its TTL without a stale window: a miss.
