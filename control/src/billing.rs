@@ -596,8 +596,15 @@ impl Billing {
 
     /// Makes every change so far durable; the callback handler awaits it before answering 2xx
     /// (RELIABILITY S1: an acknowledged payment must survive `kill -9`).
+    ///
+    /// sled 0.34's `flush_async` deadlocks when several run at once (sled issues #1308 and
+    /// #1241; seen here as a hung test with concurrent top-up callbacks and logins, every sled
+    /// thread parked): the blocking flush, on a blocking thread, does not.
     pub async fn flush(&self) -> Result<(), ControlError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(ControlError::Join)??;
         Ok(())
     }
 
