@@ -44,16 +44,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-read -r DNS_PORT HTTP_PORT METRICS_PORT < <(python3 - <<'PY'
-import socket
-socks = []
-for _ in range(3):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(*[s.getsockname()[1] for s in socks])
-PY
-)
+# Free loopback ports, below the ephemeral range (tests/lib/free_ports.py says why).
+read -r DNS_PORT HTTP_PORT METRICS_PORT < <(python3 "$root/tests/lib/free_ports.py" 3)
 base="http://127.0.0.1:$HTTP_PORT"
 
 mkdir -p "$work/lists/ads" "$work/lists/malware"

@@ -37,17 +37,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Three free loopback ports (bound then released; the race with other processes is negligible).
-read -r DNS_PORT HTTP_PORT METRICS_PORT < <(python3 - <<'PY'
-import socket
-socks = []
-for _ in range(3):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(*[s.getsockname()[1] for s in socks])
-PY
-)
+# Three free loopback ports, below the ephemeral range (tests/lib/free_ports.py says why).
+read -r DNS_PORT HTTP_PORT METRICS_PORT < <(python3 "$root/tests/lib/free_ports.py" 3)
 
 mkdir -p "$work/lists"
 cat > "$work/qorgan.toml" <<CONF

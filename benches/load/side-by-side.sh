@@ -11,7 +11,8 @@
 #
 # Prints, for each server: CPU microseconds per query at each fixed offered load (the fair cost
 # figure: dnsperf itself saturates near 150-200k QPS here) and the queries lost there,
-# saturation QPS with the server's CPU share meanwhile (QPS per core = QPS / share), p99 latency
+# saturation QPS (the highest fixed rate it keeps up with, see sat_ladder) with the server's CPU
+# share meanwhile (QPS per core = QPS / share), p99 latency
 # and loss at half of the server's own saturation QPS, RSS after load (every cache warmed with
 # every name twice first), and start-up time
 # (qorgan: cold, then warm from the compiled-lists cache), then qorgan's ratios to each peer.
@@ -292,14 +293,41 @@ print(f"{pct(0.50):.3f} {pct(0.99):.3f} {lost}")
 PY
 }
 
-# Outstanding queries of the saturation run: 500 (dnsperf's own ceiling), but PowerDNS
-# Recursor stalls near 3k QPS at 9 % CPU with 500 in flight (its socket buffer overflows and
-# dnsperf waits out the losses), so it gets SAT_OUTSTANDING_PDNS (100).
-sat_outstanding() {
-  case $1 in
-    pdns) echo "${SAT_OUTSTANDING_PDNS:-100}" ;;
-    *) echo "${SAT_OUTSTANDING:-500}" ;;
-  esac
+# sat_ladder PORT PID: the highest fixed rate the server keeps up with: dnsperf -Q R for
+# LADDER_SECONDS (5) with 200 in flight (100 for PowerDNS, which stalls with more: fewer in
+# flight only makes a rung harder), passing when at most 0.5 % is lost and at least 98 % of R
+# is answered per second. Rates double from 10k until one fails, then five bisection steps
+# between the last pass and the first fail. A ladder of fixed rates instead of `dnsperf -q N`
+# (as fast as answers come back): PowerDNS Recursor's `-q` run stalls near 3k QPS at 5-9 % CPU
+# with 100 or 500 in flight while it keeps up with 40k and 50k fixed, so only fixed rates compare
+# every server alike. dnsperf on its own core tops out near 150-200k QPS here: a server that
+# passes the top rung (LADDER_MAX, 320k) is reported at it. Prints "qps cpu_percent lost
+# avg_latency_ms" of the highest passing rung (0s when even 10k fails).
+sat_ladder() {
+  local port=$1 pid=$2 secs=${LADDER_SECONDS:-5} max=${LADDER_MAX:-320000}
+  local rate=10000 good=0 bad=0 good_line="0 0 0 0" line outstanding=200
+  [ "$pid" = "${PDNS_PID:-}" ] && outstanding=100
+  rung() {
+    local r=$1 c0 t0 c1 t1 out done lost qps lat
+    c0=$(cpu_ns "$pid"); t0=$(date +%s%N)
+    out=$(run_dnsperf "$port" -l "$secs" -Q "$r" -q "$outstanding")
+    c1=$(cpu_ns "$pid"); t1=$(date +%s%N)
+    read -r done lost qps lat <<<"$out"
+    local cpu
+    cpu=$(python3 -c "print(f'{($c1-$c0)/($t1-$t0)*100:.0f}')")
+    line="$qps $cpu $lost $lat"
+    python3 -c "import sys; sys.exit(0 if $lost <= 0.005*max($done+$lost,1) and $qps >= 0.98*$r else 1)"
+  }
+  while [ "$rate" -le "$max" ]; do
+    if rung "$rate"; then good=$rate; good_line=$line; rate=$((rate * 2)); else bad=$rate; break; fi
+  done
+  if [ "$bad" -gt 0 ] && [ "$good" -gt 0 ]; then
+    for _ in 1 2 3 4 5; do
+      rate=$(((good + bad) / 2))
+      if rung "$rate"; then good=$rate; good_line=$line; else bad=$rate; fi
+    done
+  fi
+  echo "$good_line"
 }
 
 declare -A R
@@ -316,13 +344,12 @@ measure() {
     read -r done lost qps lat <<<"$out"
     R[$name.fixed_us.$q]=$(python3 -c "print(f'{($c1-$c0)/1000/max($done,1):.2f}')")
     R[$name.fixed_lost.$q]=$lost
+    # Answered per second: dnsperf keeps at most 100 queries in flight, so a server slower
+    # than the offered rate loses nothing and is simply asked less (PowerDNS Recursor here).
+    R[$name.fixed_qps.$q]=$(python3 -c "print(f'{float(\"$qps\")/1000:.1f}k')")
   done
-  c0=$(cpu_ns "$pid"); t0=$(date +%s%N)
-  out=$(run_dnsperf "$port" -l "$DURATION" -q "$(sat_outstanding "$name")")
-  c1=$(cpu_ns "$pid"); t1=$(date +%s%N)
-  read -r done lost qps lat <<<"$out"
-  R[$name.sat_qps]=$qps; R[$name.sat_lat]=$lat; R[$name.sat_lost]=$lost
-  R[$name.sat_cpu]=$(python3 -c "print(f'{($c1-$c0)/($t1-$t0)*100:.0f}')")
+  read -r qps cpu lost lat <<<"$(sat_ladder "$port" "$pid")"
+  R[$name.sat_qps]=$qps; R[$name.sat_lat]=$lat; R[$name.sat_lost]=$lost; R[$name.sat_cpu]=$cpu
   half=$(python3 -c "print(int(float('$qps')/2))")
   read -r p50 p99 hlost <<<"$(p99_dnsperf "$port" "$half")"
   R[$name.half]=$half; R[$name.p50]=$p50; R[$name.p99]=$p99; R[$name.half_lost]=$hlost
@@ -349,7 +376,7 @@ for server in $SERVERS; do
       fi
       echo "== PowerDNS Recursor"
       taskset -c "$SERVER_CPU" pdns_recursor --config-dir="$work/pdns" > "$work/pdns.log" 2>&1 &
-      spid=$!; pids+=($spid)
+      spid=$!; pids+=($spid); PDNS_PID=$spid
       R[pdns.start]=$(wait_answer "$PDNS_PORT")
       # The RPZ may load after the first answers: wait until a listed name is blocked.
       probe=$(awk 'NR==1 {print $1}' "$work/queries.txt")
@@ -422,13 +449,13 @@ done
 echo
 echo "machine: $(nproc) cores; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
 header=$(printf '%-15s' server)
-for q in $QPS; do header+=$(printf ' | %-10s | %-8s' "µs/q@$q" "lost@$q"); done
+for q in $QPS; do header+=$(printf ' | %-10s | %-8s | %-8s' "µs/q@$q" "lost@$q" "QPS@$q"); done
 header+=$(printf ' | %-9s | %-8s | %-8s | %-8s | %-8s | %-7s | %-7s | %-9s | %-7s | %-8s | %-7s' \
   "sat QPS" "sat CPU%" "lost@sat" "QPS/core" "half QPS" "p50 ms" "p99 ms" "lost@half" "RSS MiB" "anon MiB" "start s")
 echo "$header"
 for s in "${ran[@]}"; do
   line=$(printf '%-15s' "$s")
-  for q in $QPS; do line+=$(printf ' | %-10s | %-8s' "${R[$s.fixed_us.$q]}" "${R[$s.fixed_lost.$q]}"); done
+  for q in $QPS; do line+=$(printf ' | %-10s | %-8s | %-8s' "${R[$s.fixed_us.$q]}" "${R[$s.fixed_lost.$q]}" "${R[$s.fixed_qps.$q]}"); done
   per_core=$(python3 -c "print(f'{float(\"${R[$s.sat_qps]}\")/max(float(\"${R[$s.sat_cpu]}\"),1)*100:.0f}')")
   line+=$(printf ' | %-9.0f | %-8s | %-8s | %-8s | %-8s | %-7s | %-7s | %-9s | %-7s | %-8s | %-7s' "${R[$s.sat_qps]}" "${R[$s.sat_cpu]}" \
     "${R[$s.sat_lost]}" "$per_core" "${R[$s.half]}" "${R[$s.p50]}" "${R[$s.p99]}" "${R[$s.half_lost]}" "${R[$s.rss]}" "${R[$s.anon]}" "${R[$s.start]}")
@@ -444,6 +471,6 @@ if [ -n "${R[qorgan.sat_qps]:-}" ]; then
     python3 -c "
 q = float('${R[qorgan.sat_qps]}') / max(float('${R[qorgan.sat_cpu]}'), 1)
 p = float('${R[$peer.sat_qps]}') / max(float('${R[$peer.sat_cpu]}'), 1)
-print(f'qorgan/$peer: saturated QPS per core {q/p:.2f}, RSS {float(\"${R[qorgan.rss]}\")/float(\"${R[$peer.rss]}\"):.2f}')"
+print(f'qorgan/$peer: saturated QPS per core ' + (f'{q/p:.2f}' if p else 'n/a (the peer passed no rung)') + f', RSS {float(\"${R[qorgan.rss]}\")/float(\"${R[$peer.rss]}\"):.2f}')"
   done
 fi

@@ -21,8 +21,8 @@ use crate::parse::{parse_text, FormatHint, ParsedList, RejectReason, Rejected};
 
 /// Bumped whenever the compiled format or the parsers' meaning changes, so old caches miss.
 const FORMAT_VERSION: u32 = 1;
-/// Version 2: sparse pattern DFAs (version 1 files are recompiled).
-const MAGIC: &[u8; 8] = b"QORGCAT2";
+/// Version 3: sparse DFAs per rule, a dense literal DFA (older files are recompiled).
+const MAGIC: &[u8; 8] = b"QORGCAT3";
 const CACHE_EXT: &str = "qcat";
 
 /// One list file and the category it belongs to.

@@ -8,8 +8,9 @@
 
 use std::sync::Arc;
 
+use aho_corasick::AhoCorasick;
 use fst::raw::{Fst, Output};
-use regex_automata::dfa::{dense, sparse, Automaton, OverlappingState};
+use regex_automata::dfa::{dense, sparse, Automaton};
 use regex_automata::util::syntax;
 use regex_automata::{Input, MatchKind};
 
@@ -20,6 +21,9 @@ use crate::rule::{PatternRule, Rule, Scope};
 pub const MAX_PATTERNS: usize = 1024;
 /// The memory bound of one compiled pattern DFA, in bytes.
 pub const MAX_PATTERN_DFA_BYTES: usize = 16 << 20;
+/// The most literals one rule is filed under in the literal prefilter (see
+/// [`required_literals`]): more would select a rule for most names anyway.
+const MAX_LITERAL_SET: usize = 16;
 
 /// Walks `labels` (last label first) through `fst`, calling `f(depth, value, at_end)` for every
 /// key met at a label boundary: `depth` is how many labels from the right matched, `at_end`
@@ -164,20 +168,24 @@ pub(crate) struct Entry {
 ///   names under `hubapi.com`) runs only when a walk of the name through a small fst of
 ///   such domains meets it — the same walk as the catalog's, nearly free;
 /// - else a rule with a required literal (every `*` wildcard: `(?:^|\.)api.*\.hubapi\.com$`
-///   needs `.hubapi.com`) runs only when one DFA over all the literals (Aho-Corasick-like)
-///   finds its literal in the name;
+///   needs `.hubapi.com`; `(piwik|matomo)\.` needs one of two) runs only when an Aho-Corasick
+///   search over all the literals finds one of its literals in the name;
 /// - the other rules (most `/regex/` rules, usually few) run on every name, stopping at their
 ///   first match or dead state.
 ///
-/// The DFAs serialise into the catalog cache, so a warm start does not determinise again.
+/// The DFAs serialise into the catalog cache, so a warm start does not determinise again (the
+/// literal automaton is rebuilt from its literals: microseconds).
 #[derive(Debug, Clone)]
 pub(crate) struct PatternMatcher {
     /// Reversed domain suffixes (`com.hubapi`) that rules require → index into `suffix_rules`.
     suffixes: Option<fst::Map<Vec<u8>>>,
     /// Suffix → the rules that need it.
     suffix_rules: Vec<Vec<u32>>,
-    literals: Option<Dfa>,
-    /// Literal (DFA pattern id) → the rules that need it.
+    /// The literals of `literal_rules`, in pattern-id order (what the cache stores).
+    literal_strings: Vec<String>,
+    /// Their search automaton; `None` when no rule has a literal.
+    literals: Option<AhoCorasick>,
+    /// Literal (pattern id) → the rules that need it.
     literal_rules: Vec<Vec<u32>>,
     /// Every rule's own DFA.
     singles: Vec<Dfa>,
@@ -185,11 +193,25 @@ pub(crate) struct PatternMatcher {
     always: Vec<u32>,
 }
 
-/// The pattern DFAs are sparse: the shared lists' 86 rules took 4.3 MB as dense tables (in the
-/// catalog file and again on the heap of every process) and take 1.4 MB sparse. A sparse step
-/// is slower, but most rules run only for the names their suffix or literal selects; only the
-/// rules without either (`always`) run on every name.
+/// The rules' own DFAs are sparse: the shared lists' 86 rules took 4.3 MB as dense tables (in
+/// the catalog file and again on the heap of every process) and take 1.4 MB sparse. A sparse
+/// step is slower, but most rules run only for the names their suffix or literal selects; only
+/// the rules without either (`always`) run on every name.
 type Dfa = sparse::DFA<Vec<u8>>;
+
+/// The literal search runs on every name: Aho-Corasick (its own automaton choice; ~tens of KB
+/// for the shared lists' 45 literals). As a sparse regex DFA it was 17 % of the fast path's
+/// CPU at 40k QPS (`perf`), as a dense one 0.96 MB of tables.
+fn literal_searcher(literals: &[String]) -> Result<Option<AhoCorasick>, String> {
+    if literals.is_empty() {
+        return Ok(None);
+    }
+    AhoCorasick::builder()
+        .match_kind(aho_corasick::MatchKind::Standard)
+        .build(literals)
+        .map(Some)
+        .map_err(|e| format!("literal prefilter: {e}"))
+}
 
 fn build_dfa(regexes: &[&str], kind: MatchKind) -> Result<Dfa, String> {
     dense::Builder::new()
@@ -249,6 +271,55 @@ pub(crate) fn required_literal(regex: &str) -> Option<String> {
     (best.len() >= 3).then_some(best)
 }
 
+/// Literals of which every match of `regex` must contain at least one, read from its syntax
+/// tree: a literal is one such set; an alternation needs a set from every branch (their union);
+/// a concatenation, a capture and a repetition of at least one take their parts' best set.
+/// Catches what [`required_literal`] cannot: `(^|.+\.)(piwik|matomo)\d*\.[^.]+$` needs
+/// `piwik` or `matomo`; `^94\.242\.247\.(2[0-9]|3[0-2])$` needs `94.242.247.`. Parsed
+/// case-sensitively and lower-cased: names are matched lower-cased. `None` unless every literal
+/// of the set has at least 3 bytes and there are at most [`MAX_LITERAL_SET`] (sound, not
+/// complete: a rule without a set runs on every name).
+pub(crate) fn required_literals(regex: &str) -> Option<Vec<String>> {
+    use regex_syntax::hir::{Hir, HirKind};
+    fn usable(set: &[Vec<u8>]) -> bool {
+        !set.is_empty() && set.len() <= MAX_LITERAL_SET && set.iter().all(|l| l.len() >= 3)
+    }
+    fn set_of(hir: &Hir) -> Option<Vec<Vec<u8>>> {
+        match hir.kind() {
+            HirKind::Literal(lit) => Some(vec![lit.0.to_ascii_lowercase()]),
+            HirKind::Capture(c) => set_of(&c.sub),
+            HirKind::Repetition(r) if r.min >= 1 => set_of(&r.sub),
+            HirKind::Concat(parts) => parts
+                .iter()
+                .filter_map(set_of)
+                .filter(|s| usable(s))
+                // The set with the longest shortest literal, then the fewest literals.
+                .max_by_key(|s| {
+                    let shortest = s.iter().map(Vec::len).min().unwrap_or(0);
+                    (shortest, std::cmp::Reverse(s.len()))
+                }),
+            HirKind::Alternation(branches) => {
+                let mut all = Vec::new();
+                for b in branches {
+                    all.extend(set_of(b)?);
+                }
+                all.sort_unstable();
+                all.dedup();
+                Some(all)
+            }
+            _ => None,
+        }
+    }
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(regex)
+        .ok()?;
+    let set = set_of(&hir).filter(|s| usable(s))?;
+    set.into_iter().map(|l| String::from_utf8(l).ok()).collect()
+}
+
 /// The domain every match of `regex` must be a subdomain of, when it ends with a literal
 /// `$`-anchored piece that holds a dot: `-go\.kelkoogroup\.net$` → `kelkoogroup.net`.
 /// Only domains of two labels or more (a bare TLD would select half of all names).
@@ -302,30 +373,28 @@ impl PatternMatcher {
                 }
                 continue;
             }
-            match required_literal(re) {
-                None => always.push(idx),
-                Some(lit) => match lits.iter().position(|l| *l == lit) {
+            let Some(needed) = required_literal(re)
+                .map(|l| vec![l])
+                .or_else(|| required_literals(re))
+            else {
+                always.push(idx);
+                continue;
+            };
+            for lit in needed {
+                match lits.iter().position(|l| *l == lit) {
                     Some(p) => literal_rules[p].push(idx),
                     None => {
                         lits.push(lit);
                         literal_rules.push(vec![idx]);
                     }
-                },
+                }
             }
         }
         if !failed.is_empty() {
             return Err((failed, reason));
         }
-        let literals = if lits.is_empty() {
-            None
-        } else {
-            let escaped: Vec<String> = lits.iter().map(|l| l.replace('.', r"\.")).collect();
-            let refs: Vec<&str> = escaped.iter().map(String::as_str).collect();
-            Some(
-                build_dfa(&refs, MatchKind::All)
-                    .map_err(|e| ((0..regexes.len()).collect::<Vec<_>>(), e))?,
-            )
-        };
+        let literals =
+            literal_searcher(&lits).map_err(|e| ((0..regexes.len()).collect::<Vec<_>>(), e))?;
         suffix_keys.sort_unstable();
         let suffixes = if suffix_keys.is_empty() {
             None
@@ -338,6 +407,7 @@ impl PatternMatcher {
         Ok(Self {
             suffixes,
             suffix_rules,
+            literal_strings: lits,
             literals,
             literal_rules,
             singles,
@@ -382,10 +452,11 @@ impl PatternMatcher {
         let Some(lits) = &self.literals else { return };
         // Rules already tried, as a bitset on the stack (at most MAX_PATTERNS rules).
         let mut seen = [0u64; MAX_PATTERNS / 64];
-        let all = Input::new(name);
-        let mut state = OverlappingState::start();
-        while lits.try_search_overlapping_fwd(&all, &mut state).is_ok() {
-            let Some(m) = state.get_match() else { break };
+        // Standard match semantics (set at build), so the overlapping search cannot fail.
+        let Ok(found) = lits.try_find_overlapping_iter(name) else {
+            return;
+        };
+        for m in found {
             let Some(rules) = self.literal_rules.get(m.pattern().as_usize()) else {
                 continue;
             };
@@ -408,16 +479,15 @@ impl PatternMatcher {
 
     pub(crate) fn memory_usage(&self) -> usize {
         self.singles.iter().map(|d| d.memory_usage()).sum::<usize>()
-            + self.literals.as_ref().map_or(0, |d| d.memory_usage())
+            + self.literals.as_ref().map_or(0, AhoCorasick::memory_usage)
             + self.suffixes.as_ref().map_or(0, |m| m.as_fst().size())
     }
 
     /// Serialises the compiled DFAs (little-endian) for the catalog cache.
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
-        fn put(out: &mut Vec<u8>, dfa: &Dfa) {
-            let body = dfa.to_bytes_little_endian();
+        fn put(out: &mut Vec<u8>, body: &[u8]) {
             out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-            out.extend_from_slice(&body);
+            out.extend_from_slice(body);
         }
         let mut out = Vec::new();
         let u32s = |out: &mut Vec<u8>, v: &[u32]| {
@@ -428,14 +498,11 @@ impl PatternMatcher {
         };
         out.extend_from_slice(&(self.singles.len() as u64).to_le_bytes());
         for d in &self.singles {
-            put(&mut out, d);
+            put(&mut out, &d.to_bytes_little_endian());
         }
-        match &self.literals {
-            Some(d) => {
-                out.push(1);
-                put(&mut out, d);
-            }
-            None => out.push(0),
+        out.extend_from_slice(&(self.literal_strings.len() as u64).to_le_bytes());
+        for lit in &self.literal_strings {
+            put(&mut out, lit.as_bytes());
         }
         out.extend_from_slice(&(self.literal_rules.len() as u64).to_le_bytes());
         for rules in &self.literal_rules {
@@ -488,6 +555,11 @@ impl PatternMatcher {
                     sparse::DFA::from_bytes(body).map_err(|e| format!("pattern DFA: {e}"))?;
                 Ok(dfa.to_owned())
             }
+            fn string(&mut self) -> Result<String, String> {
+                let n = self.u64()?;
+                let body = self.take(n)?;
+                String::from_utf8(body.to_vec()).map_err(|e| format!("literal: {e}"))
+            }
         }
         let mut r = Rd(buf);
         let n = r.u64()?;
@@ -498,10 +570,15 @@ impl PatternMatcher {
         for _ in 0..n {
             singles.push(r.dfa()?);
         }
-        let literals = match r.take(1)?[0] {
-            1 => Some(r.dfa()?),
-            _ => None,
-        };
+        let nlit = r.u64()?;
+        if nlit > MAX_PATTERNS * MAX_LITERAL_SET {
+            return Err(format!("{nlit} literals"));
+        }
+        let mut literal_strings = Vec::with_capacity(nlit);
+        for _ in 0..nlit {
+            literal_strings.push(r.string()?);
+        }
+        let literals = literal_searcher(&literal_strings)?;
         let nl = r.u64()?;
         let mut literal_rules = Vec::new();
         for _ in 0..nl {
@@ -523,9 +600,16 @@ impl PatternMatcher {
         if !r.0.is_empty() {
             return Err("trailing bytes after the pattern matcher".into());
         }
+        if nl != literal_strings.len() {
+            return Err(format!(
+                "{nl} literal rule lists for {} literals",
+                literal_strings.len()
+            ));
+        }
         Ok(Self {
             suffixes,
             suffix_rules,
+            literal_strings,
             literals,
             literal_rules,
             singles,

@@ -34,17 +34,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Four free loopback ports (bound then released; the race with other processes is negligible).
-read -r DNS_PORT UP_PORT HTTP_PORT METRICS_PORT < <(python3 - <<'PY'
-import socket
-socks = []
-for _ in range(4):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(*[s.getsockname()[1] for s in socks])
-PY
-)
+# Four free loopback ports, below the ephemeral range (tests/lib/free_ports.py says why).
+read -r DNS_PORT UP_PORT HTTP_PORT METRICS_PORT < <(python3 "$root/tests/lib/free_ports.py" 4)
 
 # The upstream: every name has an A and an AAAA; cnametest. points at a blocked name (a
 # top-level name, so that no explicit node shadows the wildcard for *.example).

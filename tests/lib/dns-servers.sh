@@ -19,25 +19,10 @@ dns_python() {
   return 1
 }
 
-# free_ports N: prints N loopback ports free for UDP and TCP now (bound then released; the race
-# with other processes is negligible).
+# free_ports N: prints N loopback ports free for UDP and TCP now, below the ephemeral range
+# (tests/lib/free_ports.py says why).
 free_ports() {
-  "$PY" - "$1" <<'PY'
-import socket, sys
-socks, ports = [], []
-while len(ports) < int(sys.argv[1]):
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    u.bind(("127.0.0.1", 0))
-    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        t.bind(("127.0.0.1", u.getsockname()[1]))
-    except OSError:
-        u.close()
-        continue
-    socks += [u, t]
-    ports.append(u.getsockname()[1])
-print(*ports)
-PY
+  "$PY" "$root/tests/lib/free_ports.py" "$1"
 }
 
 # start_nsd PORT ZONE_FILE...: nsd on 127.0.0.1:PORT (UDP and TCP) serving each file; a file

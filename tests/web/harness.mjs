@@ -22,16 +22,40 @@ export const VIEWPORTS = [
 
 const OPERATOR_TOKEN = "web-test-operator-token-" + process.pid;
 
-/** A free TCP port on 127.0.0.1 (bound to 0, then released). */
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
+/** The low end of the kernel's ephemeral port range (32768 when it cannot be read). */
+function ephemeralLow() {
+  try {
+    const low = parseInt(fs.readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8"), 10);
+    return Number.isInteger(low) && low > 2048 ? low : 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+/** Ports freePort has handed out in this process. */
+const handedOut = new Set();
+
+/** A free TCP port on 127.0.0.1, picked below the ephemeral range: a port from `listen(0)` comes
+ * from the range outgoing connections of concurrent work also draw from, and was seen taken
+ * between the pick and the server's bind ("Address already in use"). Same rule as
+ * tests/lib/free_ports.py; a port is handed out once per process. */
+export async function freePort() {
+  const high = ephemeralLow();
+  const low = Math.max(1024, high - 12000);
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const port = low + Math.floor(Math.random() * (high - low));
+    if (handedOut.has(port)) continue;
+    const free = await new Promise((resolve) => {
+      const srv = net.createServer();
+      srv.once("error", () => resolve(false));
+      srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
     });
-  });
+    if (free) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error(`no free port in ${low}..${high}`);
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

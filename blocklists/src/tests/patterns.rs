@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 
-use crate::matcher::{required_literal, PatternMatcher};
+use crate::matcher::{required_literal, required_literals, PatternMatcher};
 use crate::parse::{parse_text, FormatHint};
 
 const PIECES: &[&str] = &[
@@ -103,4 +103,68 @@ fn required_literal_is_only_taken_from_plain_wildcard_shapes() {
         None,
         "too short to filter anything"
     );
+}
+
+#[test]
+fn required_literals_take_one_of_an_alternation_and_the_literal_part_of_a_regex() {
+    let set = |re: &str| required_literals(re);
+    let own = |v: &[&str]| Some(v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+    assert_eq!(
+        set(r"(^|.+\-|.+\.)(piwik|matomo|sentry)\d*(\-[^.]+)?\.[^.]+\.[^.]+.*$"),
+        own(&["matomo", "piwik", "sentry"])
+    );
+    assert_eq!(
+        set(r"^94\.242\.247\.(2[0-9]|3[0-2])$"),
+        own(&["94.242.247."])
+    );
+    assert_eq!(set(r"(^|\.)Tracker\d+\."), own(&["tracker"]), "lower-cased");
+    assert_eq!(
+        set(r"(^|\.)[0-9a-f]{8}(-[0-9a-f]{4}){3}\.[a-z]{2,}$"),
+        None,
+        "classes only"
+    );
+    assert_eq!(
+        set(r"^(ads|x)\.example$"),
+        own(&[".example"]),
+        "a branch too short"
+    );
+    assert_eq!(
+        set(r"^(ads)?tracker"),
+        own(&["tracker"]),
+        "an optional part"
+    );
+    assert_eq!(set(r"^ab(cd|ef)?$"), None);
+}
+
+#[test]
+fn rules_filed_under_literal_sets_match_as_their_own_regex() {
+    let regexes = [
+        r"(^|.+\-|.+\.)(piwik|matomo|sentry)\d*(\-[^.]+)?\.[^.]+\.[^.]+.*$",
+        r"^94\.242\.247\.(2[0-9]|3[0-2])$",
+        r"(^|\.)[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}\.[a-z]{2,}$",
+        r"^.*g00gle.*$",
+    ];
+    let all = PatternMatcher::build(&regexes).unwrap();
+    let names = [
+        "piwik.example.com",
+        "stats-matomo2.example.org",
+        "cdn.sentry-x.example.net",
+        "piwik.com",
+        "mypiwik.example.com",
+        "94.242.247.25",
+        "94.242.247.33",
+        "94.242.247.2",
+        "0123abcd-0000-1111-2222-0123456789ab.com",
+        "g00gle.example",
+        "www.example.com",
+        "sentry.example",
+    ];
+    for name in names {
+        let mut got = vec![false; regexes.len()];
+        all.for_each_match(name.as_bytes(), |i| got[i] = true);
+        for (i, re) in regexes.iter().enumerate() {
+            let alone = regex_automata::meta::Regex::new(&format!("(?i){re}")).unwrap();
+            assert_eq!(got[i], alone.is_match(name), "rule {re} on {name}");
+        }
+    }
 }
