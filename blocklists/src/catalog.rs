@@ -216,17 +216,25 @@ impl Catalog {
     }
 
     /// Every category rule bit that covers the name (labels last first; `dotted` when the
-    /// catalog has patterns), restricted to `enabled` categories.
+    /// catalog has patterns), restricted to `enabled` categories; the keys the walk met go to
+    /// `met`, for [`Catalog::explain`].
     #[inline]
-    pub(crate) fn hits<'a, I>(&self, labels: I, dotted: Option<&[u8]>, enabled: u64) -> Bits
+    pub(crate) fn hits<'a, I>(
+        &self,
+        labels: I,
+        dotted: Option<&[u8]>,
+        enabled: u64,
+        met: &mut Met,
+    ) -> Bits
     where
         I: Iterator<Item = &'a [u8]>,
     {
         let mut hits = Bits::default();
         let entries = &self.entries;
-        walk_rev(&self.fst, labels, |_, v, at_end| {
+        walk_rev(&self.fst, labels, |depth, v, at_end| {
             if let Some(e) = usize::try_from(v).ok().and_then(|i| entries.get(i)) {
                 hits.or(if at_end { &e.self_ } else { &e.sub });
+                met.push(depth, v, at_end);
             }
         });
         if let (Some(m), Some(name)) = (&self.matcher, dotted) {
@@ -244,11 +252,13 @@ impl Catalog {
         hits
     }
 
-    /// The most specific rule of `kind` in category `cat` that covers the name: a second,
-    /// rarer walk made only to say why a name was blocked or allowed.
+    /// The most specific rule of `kind` in category `cat` that covers the name, from the keys
+    /// [`Catalog::hits`] met (`met`), or a second walk of `labels` when there were more than
+    /// a [`Met`] holds.
     pub(crate) fn explain<'a, I>(
         &self,
         labels: I,
+        met: &Met,
         dotted: Option<&[u8]>,
         cat: u8,
         kind: Kind,
@@ -259,7 +269,7 @@ impl Catalog {
         let bit = 1u64 << cat;
         let mut found = None;
         let entries = &self.entries;
-        walk_rev(&self.fst, labels, |depth, v, at_end| {
+        let mut consider = |depth: u8, v: u64, at_end: bool| {
             if let Some(e) = usize::try_from(v).ok().and_then(|i| entries.get(i)) {
                 let applies = if at_end {
                     e.self_.get(kind)
@@ -276,7 +286,14 @@ impl Catalog {
                     });
                 }
             }
-        });
+        };
+        if met.overflowed {
+            walk_rev(&self.fst, labels, consider);
+        } else {
+            for &(depth, v, at_end) in met.keys() {
+                consider(depth, v, at_end);
+            }
+        }
         if let Some(found) = found {
             return found;
         }
@@ -296,5 +313,44 @@ impl Catalog {
                 .and_then(|i| u32::try_from(i).ok())
                 .unwrap_or(u32::MAX),
         )
+    }
+}
+
+/// The keys one walk of [`Catalog::hits`] met, parents first (few: a name has at most a handful
+/// of listed ancestors), so that saying which rule decided takes no second walk: a walk through
+/// the compiled lists is a chain of cache misses, and every blocked name is explained.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Met {
+    keys: [(u8, u64, bool); MET_CAP],
+    len: usize,
+    /// More keys than [`MET_CAP`]: `explain` walks again.
+    overflowed: bool,
+}
+
+/// The most keys a [`Met`] records.
+const MET_CAP: usize = 8;
+
+impl Met {
+    pub(crate) fn new() -> Self {
+        Self {
+            keys: [(0, 0, false); MET_CAP],
+            len: 0,
+            overflowed: false,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, depth: u8, value: u64, at_end: bool) {
+        match self.keys.get_mut(self.len) {
+            Some(slot) => {
+                *slot = (depth, value, at_end);
+                self.len += 1;
+            }
+            None => self.overflowed = true,
+        }
+    }
+
+    fn keys(&self) -> &[(u8, u64, bool)] {
+        &self.keys[..self.len]
     }
 }

@@ -100,6 +100,16 @@ impl Default for AccountCounters {
 }
 
 impl AccountCounters {
+    /// Counts one allowed query whose verdict is not at hand: an answer from the resolver's
+    /// packet cache, which remembers whether an exception (`overridden`) allowed the name.
+    #[inline]
+    pub fn record_allowed(&self, overridden: bool) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        if overridden {
+            self.allowed_override.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts one query and its verdict (relaxed atomics: counts, not synchronisation).
     #[inline]
     pub fn record(&self, verdict: &Verdict) {
@@ -669,8 +679,9 @@ impl PolicySnapshot {
             None
         };
         let enabled = policy.categories.0;
+        let mut met = crate::catalog::Met::new();
         let hits = if enabled != 0 {
-            catalog.hits(labels(), dotted, enabled)
+            catalog.hits(labels(), dotted, enabled, &mut met)
         } else {
             crate::matcher::Bits::default()
         };
@@ -696,7 +707,7 @@ impl PolicySnapshot {
                 };
                 MatchSource {
                     list: ListRef::Category(cat),
-                    rule: catalog.explain(labels(), dotted, cat, kind),
+                    rule: catalog.explain(labels(), &met, dotted, cat, kind),
                 }
             })
         });
@@ -724,7 +735,7 @@ impl PolicySnapshot {
             return Verdict::Allowed {
                 by: MatchSource {
                     list: ListRef::Category(cat),
-                    rule: catalog.explain(labels(), dotted, cat, kind),
+                    rule: catalog.explain(labels(), &met, dotted, cat, kind),
                 },
             };
         }

@@ -128,6 +128,24 @@ pub struct FillKey {
 /// The cache key bits that are not in the name: EDNS present, DO set.
 const KEY_EDNS: u8 = 1;
 const KEY_DO: u8 = 2;
+/// Not a key bit (lookups ignore it): the name was allowed by an exception rule
+/// ([`Verdict::Allowed`]), so a hit counts as an override, as the walk would have.
+const ENTRY_OVERRIDDEN: u8 = 0x80;
+
+impl FillKey {
+    /// The key bits a lookup compares.
+    fn lookup_flags(self) -> u8 {
+        self.flags & !ENTRY_OVERRIDDEN
+    }
+
+    /// The key as a lookup sees it (what the hash covers).
+    fn with_lookup_flags(self) -> Self {
+        Self {
+            flags: self.lookup_flags(),
+            ..self
+        }
+    }
+}
 
 /// The question and OPT of a parsed query (offsets into the datagram).
 struct Parsed {
@@ -342,6 +360,51 @@ impl FastPath {
                 None => FastOutcome::Drop,
             };
         }
+        // The packet cache first: entries are only ever filled for names the policy allowed,
+        // keyed by the policy's revision (rebuilt on every edit of the account and every
+        // catalog swap), so a hit is that same verdict without the walk through the lists
+        // (an fst walk is a chain of cache misses; a hit costs one or two).
+        let mut flags = 0;
+        if parsed.edns_payload.is_some() {
+            flags |= KEY_EDNS;
+        }
+        if parsed.dnssec_ok {
+            flags |= KEY_DO;
+        }
+        let mut key = FillKey {
+            policy: policy.id.0,
+            revision: policy.revision,
+            flags,
+        };
+        let now = started.duration_since(self.epoch).as_secs();
+        match self.cache.serve(key, query, &parsed, now, out) {
+            Some(Hit {
+                len,
+                fresh: true,
+                overridden,
+            }) => {
+                policy.counters.record_allowed(overridden);
+                self.metrics.record_cache(true);
+                self.metrics.record_query(
+                    Proto::Udp,
+                    qtype,
+                    Outcome::Allowed,
+                    started.elapsed().as_secs_f64(),
+                );
+                return FastOutcome::Reply(len);
+            }
+            Some(Hit {
+                len,
+                fresh: false,
+                overridden,
+            }) => {
+                if overridden {
+                    key.flags |= ENTRY_OVERRIDDEN;
+                }
+                return FastOutcome::Stale { key, len };
+            }
+            None => {}
+        }
         let verdict = snapshot.decide_labels_rev(policy, parsed.labels_rev(query));
         if verdict.is_blocked() {
             let Some(n) = self.blocked(query, &parsed, &snapshot, policy, verdict, out) else {
@@ -360,34 +423,10 @@ impl FastPath {
             );
             return FastOutcome::Reply(n);
         }
-        let mut flags = 0;
-        if parsed.edns_payload.is_some() {
-            flags |= KEY_EDNS;
+        if matches!(verdict, Verdict::Allowed { .. }) {
+            key.flags |= ENTRY_OVERRIDDEN;
         }
-        if parsed.dnssec_ok {
-            flags |= KEY_DO;
-        }
-        let key = FillKey {
-            policy: policy.id.0,
-            revision: policy.revision,
-            flags,
-        };
-        let now = self.now_secs();
-        match self.cache.serve(key, query, &parsed, now, out) {
-            Some(Hit::Stale(len)) => FastOutcome::Stale { key, len },
-            Some(Hit::Fresh(n)) => {
-                policy.counters.record(&verdict);
-                self.metrics.record_cache(true);
-                self.metrics.record_query(
-                    Proto::Udp,
-                    qtype,
-                    Outcome::Allowed,
-                    started.elapsed().as_secs_f64(),
-                );
-                FastOutcome::Reply(n)
-            }
-            None => FastOutcome::Slow(self.cache.enabled().then_some(key)),
-        }
+        FastOutcome::Slow(self.cache.enabled().then_some(key))
     }
 
     /// Stores the hickory path's `answer` to a query the fast path handed over with `key`
@@ -662,6 +701,10 @@ impl Entry {
 #[derive(Debug)]
 struct PacketCache {
     slots: Box<[Option<Entry>]>,
+    /// Per slot, the [`tag_of`] its entry's hash (0: empty). A lookup reads the tags of its
+    /// buckets, contiguous, and follows only a matching slot's pointer: probing the entries
+    /// themselves was one cache miss per occupied way (9 % of the fast path's CPU at 40k QPS).
+    tags: Box<[u32]>,
     mask: usize,
     len: usize,
     /// Seconds past its expiry an entry is kept to be served stale (0: never).
@@ -670,11 +713,14 @@ struct PacketCache {
 
 /// A packet cache answer written to the output buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hit {
-    /// Within its TTL: send it.
-    Fresh(usize),
-    /// Expired but within the stale window: send it only if the upstreams fail.
-    Stale(usize),
+struct Hit {
+    /// Its length.
+    len: usize,
+    /// Within its TTL: send it; else expired but within the stale window: send it only if
+    /// the upstreams fail.
+    fresh: bool,
+    /// An exception rule allowed the name ([`ENTRY_OVERRIDDEN`]).
+    overridden: bool,
 }
 
 /// FNV-1a over the lower-cased name, then the type (a hash, not a defence: the key is compared).
@@ -687,11 +733,20 @@ fn key_hash(name: &[u8], qtype: u16, key: FillKey) -> u64 {
     h ^ key.policy.rotate_left(17) ^ key.revision.rotate_left(41)
 }
 
+/// The slot tag of a hash: 32 bits other than the bucket indices' (never 0, the empty tag).
+fn tag_of(hash: u64) -> u32 {
+    // The high half of a multiplicative remix: every bit of the hash moves it.
+    #[allow(clippy::cast_possible_truncation)]
+    let tag = (hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32;
+    tag | 1
+}
+
 impl PacketCache {
     fn new(entries: usize, stale_window: u64) -> Self {
         if entries == 0 {
             return Self {
                 slots: Box::new([]),
+                tags: Box::new([]),
                 mask: 0,
                 len: 0,
                 stale_window,
@@ -702,6 +757,7 @@ impl PacketCache {
         slots.resize_with(size, || None);
         Self {
             slots: slots.into_boxed_slice(),
+            tags: vec![0; size].into_boxed_slice(),
             mask: size - 1,
             len: 0,
             stale_window,
@@ -725,7 +781,9 @@ impl PacketCache {
 
     fn matches(e: &Entry, hash: u64, key: FillKey, qtype: u16, name: &[u8]) -> bool {
         e.hash() == hash
-            && e.key() == key
+            && e.key().policy == key.policy
+            && e.key().revision == key.revision
+            && e.key().lookup_flags() == key.lookup_flags()
             && e.qtype() == qtype
             && e.name_len() == name.len()
             && e.wire()[HEADER..HEADER + name.len()].eq_ignore_ascii_case(name)
@@ -746,11 +804,14 @@ impl PacketCache {
             return None;
         }
         let name = &query[HEADER..parsed.name_end];
-        let hash = key_hash(name, parsed.qtype, key);
+        let hash = key_hash(name, parsed.qtype, key.with_lookup_flags());
+        let tag = tag_of(hash);
         let entry = self
             .buckets(hash)
             .into_iter()
-            .flat_map(|b| self.slots[b].iter().flatten())
+            .flatten()
+            .filter(|&i| self.tags[i] == tag)
+            .filter_map(|i| self.slots[i].as_ref())
             .find(|e| Self::matches(e, hash, key, parsed.qtype, name))?;
         let expires = entry.expires();
         let fresh = now < expires;
@@ -782,7 +843,11 @@ impl PacketCache {
         if let (Some(at), Some(payload)) = (entry.opt_payload(), parsed.answer_payload()) {
             out[at..at + 2].copy_from_slice(&payload.to_be_bytes());
         }
-        Some(if fresh { Hit::Fresh(n) } else { Hit::Stale(n) })
+        Some(Hit {
+            len: n,
+            fresh,
+            overridden: entry.key().flags & ENTRY_OVERRIDDEN != 0,
+        })
     }
 
     fn insert(&mut self, key: FillKey, answer: &[u8], now: u64) {
@@ -793,7 +858,7 @@ impl PacketCache {
             return;
         };
         let name = &answer[HEADER..HEADER + scan.name_len];
-        let hash = key_hash(name, scan.qtype, key);
+        let hash = key_hash(name, scan.qtype, key.with_lookup_flags());
         let stale_window = self.stale_window;
         let [first, second] = self.buckets(hash);
         let slots = &self.slots;
@@ -829,6 +894,7 @@ impl PacketCache {
         }
         let now = u32::try_from(now).unwrap_or(u32::MAX);
         slots[victim] = Some(Entry::pack(&scan, answer, hash, key, now));
+        self.tags[victim] = tag_of(hash);
     }
 }
 
@@ -1062,7 +1128,10 @@ mod tests {
             .filter(|n| {
                 let q = query(&[n, "example", "com"], 1, None);
                 let p = parse(&q).expect("parsed");
-                matches!(cache.serve(key, &q, &p, 11, &mut out), Some(Hit::Fresh(_)))
+                matches!(
+                    cache.serve(key, &q, &p, 11, &mut out),
+                    Some(Hit { fresh: true, .. })
+                )
             })
             .count();
         assert_eq!(served, 512);
@@ -1098,7 +1167,14 @@ mod tests {
         let p2 = parse(&q2).expect("parsed");
         let mut out = [0u8; 512];
         let hit = cache.serve(key, &q2, &p2, 110, &mut out);
-        assert_eq!(hit, Some(Hit::Fresh(answer.len())));
+        assert_eq!(
+            hit,
+            Some(Hit {
+                len: answer.len(),
+                fresh: true,
+                overridden: false
+            })
+        );
         assert_eq!(&out[0..2], &[0xbe, 0xef]);
         assert_eq!(&out[HEADER..p2.name_end], &q2[HEADER..p2.name_end]);
         let ttl_at = p2.name_end + 4 + 6;
@@ -1108,5 +1184,31 @@ mod tests {
         assert_eq!(cache.serve(other, &q2, &p2, 110, &mut out), None);
         // Past its TTL without a stale window: a miss.
         assert_eq!(cache.serve(key, &q2, &p2, 310, &mut out), None);
+    }
+
+    #[test]
+    fn an_answer_allowed_by_an_exception_is_found_by_a_lookup_that_does_not_know_it() {
+        let mut cache = PacketCache::new(16, 0);
+        let key = FillKey {
+            policy: 7,
+            revision: 3,
+            flags: KEY_EDNS,
+        };
+        let q = query(&["ads", "example", "com"], 1, Some(1232));
+        cache.insert(
+            FillKey {
+                flags: KEY_EDNS | ENTRY_OVERRIDDEN,
+                ..key
+            },
+            &a_answer(&q),
+            10,
+        );
+        let p = parse(&q).expect("parsed");
+        let mut out = [0u8; 512];
+        let hit = cache.serve(key, &q, &p, 11, &mut out).expect("a hit");
+        assert!(hit.fresh && hit.overridden, "{hit:?}");
+        // The key bits still count: without EDNS it is another entry.
+        let plain = FillKey { flags: 0, ..key };
+        assert_eq!(cache.serve(plain, &q, &p, 11, &mut out), None);
     }
 }

@@ -674,7 +674,7 @@ mod tests {
     }
 
     #[test]
-    fn an_edit_rebuilds_only_that_account_and_keeps_the_others_revisions() {
+    fn an_edit_rebuilds_only_that_account_and_a_catalog_swap_rebuilds_every_policy() {
         let store = SnapshotStore::new(&qorgan_config::DefaultPolicyConfig::default());
         store
             .set_accounts(vec![
@@ -697,6 +697,17 @@ mod tests {
         assert_ne!(revision("10.0.0.1"), r1, "the edited account is rebuilt");
         assert_eq!(revision("192.0.2.1"), r2, "the other account is not");
         assert_eq!(revision("127.0.0.1"), rd, "nor is the default policy");
+        // A catalog swap changes every verdict it may: every policy, the default one too, gets a
+        // new revision (the fast path's packet cache, read before the lists, relies on it).
+        let (r1, r2, rd) = (
+            revision("10.0.0.1"),
+            revision("192.0.2.1"),
+            revision("127.0.0.1"),
+        );
+        store.set_catalog(catalog(&[("ads", "ads.example\n")]));
+        assert_ne!(revision("10.0.0.1"), r1);
+        assert_ne!(revision("192.0.2.1"), r2);
+        assert_ne!(revision("127.0.0.1"), rd);
     }
 
     #[test]

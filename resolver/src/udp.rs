@@ -268,8 +268,9 @@ fn serve_simple(
     let mut buf = vec![0u8; RECV_BUF];
     let mut out = vec![0u8; SEND_BUF];
     while !stop.load(Ordering::Relaxed) {
+        let received = socket.recv_from(&mut buf);
         drain_fills(fast, fills);
-        let (len, src) = match socket.recv_from(&mut buf) {
+        let (len, src) = match received {
             Ok(got) => got,
             Err(e) if is_transient(&e) => continue,
             Err(error) => {
@@ -492,7 +493,6 @@ mod mmsg {
         let batch = libc::c_uint::try_from(BATCH).unwrap_or(1);
 
         while !stop.load(Ordering::Relaxed) {
-            drain_fills(fast, fills);
             for i in 0..BATCH {
                 iovs[i].iov_base = bufs[i].as_mut_ptr().cast();
                 iovs[i].iov_len = RECV_BUF;
@@ -517,6 +517,10 @@ mod mmsg {
                     std::ptr::null_mut(),
                 )
             };
+            // After the wait, not before it: a fill that arrived while the worker slept is
+            // in the cache for the datagrams that woke it (a client repeating a question soon
+            // after its first answer is served from the cache).
+            drain_fills(fast, fills);
             let Ok(got) = usize::try_from(got) else {
                 let error = std::io::Error::last_os_error();
                 if error.raw_os_error() == Some(libc::ENOSYS) {

@@ -343,3 +343,41 @@ fn an_accounts_query_rate_window_admits_its_limit_per_second_and_counts_the_rest
         1
     );
 }
+
+#[test]
+fn the_deciding_rule_is_the_deepest_listed_parent_however_many_are_listed() {
+    // Ten listed ancestors: more keys than one walk records, so the explanation walks again;
+    // with three it reads what the first walk met. Both name the deepest rule of the category.
+    let deep = "l9.l8.l7.l6.l5.l4.l3.l2.l1.example";
+    let labels: Vec<&str> = deep.split('.').collect();
+    let mut list = String::new();
+    for i in 0..labels.len() - 1 {
+        list.push_str(&format!("{}\n", labels[i..].join(".")));
+    }
+    let s = snapshot(&[
+        ("ads/l.txt", &list),
+        ("adult/l.txt", "l1.example\n@@l2.l1.example\n"),
+    ]);
+    let p = AccountPolicy::new(AccountId(1), CategoryMask::ALL, BlockMode::Nxdomain);
+    for (name, depth) in [
+        (format!("www.{deep}"), 10u8),
+        ("x.l3.l2.l1.example".to_owned(), 4),
+    ] {
+        let v = s.decide_dotted(&p, name.as_bytes());
+        let Verdict::Block { by } = v else {
+            panic!("{name}: {v:?}")
+        };
+        assert_eq!(
+            by.list,
+            ListRef::Category(s.catalog.category_index("ads").unwrap())
+        );
+        assert_eq!(
+            by.rule,
+            RuleRef::Domain {
+                labels: depth,
+                scope: Scope::WithSubdomains
+            },
+            "{name}"
+        );
+    }
+}

@@ -6,8 +6,6 @@ use hickory_proto::op::{Edns, Message, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, RecordType};
 
-use qorgan_resolver::FastPathOptions;
-
 use crate::harness::{ask, query_bytes, raw_exchange, rcode, rdata, Resolver, Setup, ACCOUNT_1};
 use crate::upstream::{SHORT_TTL, V4};
 
@@ -79,14 +77,7 @@ async fn repeated_question_is_answered_from_the_cache() {
 
 #[tokio::test]
 async fn expired_answers_are_served_stale_while_the_upstream_fails() {
-    let one_worker = Setup {
-        fast_path: FastPathOptions {
-            workers: 1,
-            ..FastPathOptions::default()
-        },
-        ..Setup::default()
-    };
-    let r = Resolver::start(one_worker).await;
+    let r = Resolver::start(Setup::one_worker()).await;
     let mut c = r.udp(ACCOUNT_1).await;
     let fresh = ask(&mut c, "short.test.", RecordType::A).await;
     assert_eq!(rdata(&fresh), vec![RData::A(A(V4))]);
@@ -121,12 +112,8 @@ async fn expired_answers_are_served_stale_while_the_upstream_fails() {
 #[tokio::test]
 async fn without_serve_stale_an_expired_answer_is_a_servfail_when_the_upstream_fails() {
     let r = Resolver::start(Setup {
-        fast_path: FastPathOptions {
-            workers: 1,
-            ..FastPathOptions::default()
-        },
         dns: |dns| dns.serve_stale_secs = 0,
-        ..Setup::default()
+        ..Setup::one_worker()
     })
     .await;
     let mut c = r.udp(ACCOUNT_1).await;

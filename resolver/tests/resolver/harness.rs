@@ -72,6 +72,21 @@ impl Default for Setup {
     }
 }
 
+impl Setup {
+    /// The default setup with one fast-path worker, for tests that need a packet-cache hit:
+    /// hickory's client asks every query from a new port, and `SO_REUSEPORT` may give it to
+    /// another worker, whose cache has not seen the name.
+    pub fn one_worker() -> Self {
+        Self {
+            fast_path: FastPathOptions {
+                workers: 1,
+                ..FastPathOptions::default()
+            },
+            ..Self::default()
+        }
+    }
+}
+
 pub struct Resolver {
     pub addr: SocketAddr,
     pub registry: prometheus::Registry,
