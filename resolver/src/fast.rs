@@ -133,16 +133,23 @@ const KEY_DO: u8 = 2;
 const ENTRY_OVERRIDDEN: u8 = 0x80;
 
 impl FillKey {
-    /// The key bits a lookup compares.
-    fn lookup_flags(self) -> u8 {
-        self.flags & !ENTRY_OVERRIDDEN
-    }
-
-    /// The key as a lookup sees it (what the hash covers).
+    /// The key as a lookup sees it (what the hash covers and a hit compares).
     fn with_lookup_flags(self) -> Self {
         Self {
-            flags: self.lookup_flags(),
+            flags: self.flags & !ENTRY_OVERRIDDEN,
             ..self
+        }
+    }
+
+    /// The key of an answer to store, marked when an exception allowed the name.
+    fn overridden(self, overridden: bool) -> Self {
+        if overridden {
+            Self {
+                flags: self.flags | ENTRY_OVERRIDDEN,
+                ..self
+            }
+        } else {
+            self
         }
     }
 }
@@ -371,7 +378,7 @@ impl FastPath {
         if parsed.dnssec_ok {
             flags |= KEY_DO;
         }
-        let mut key = FillKey {
+        let key = FillKey {
             policy: policy.id.0,
             revision: policy.revision,
             flags,
@@ -398,10 +405,10 @@ impl FastPath {
                 fresh: false,
                 overridden,
             }) => {
-                if overridden {
-                    key.flags |= ENTRY_OVERRIDDEN;
-                }
-                return FastOutcome::Stale { key, len };
+                return FastOutcome::Stale {
+                    key: key.overridden(overridden),
+                    len,
+                };
             }
             None => {}
         }
@@ -423,9 +430,7 @@ impl FastPath {
             );
             return FastOutcome::Reply(n);
         }
-        if matches!(verdict, Verdict::Allowed { .. }) {
-            key.flags |= ENTRY_OVERRIDDEN;
-        }
+        let key = key.overridden(matches!(verdict, Verdict::Allowed { .. }));
         FastOutcome::Slow(self.cache.enabled().then_some(key))
     }
 
@@ -781,9 +786,7 @@ impl PacketCache {
 
     fn matches(e: &Entry, hash: u64, key: FillKey, qtype: u16, name: &[u8]) -> bool {
         e.hash() == hash
-            && e.key().policy == key.policy
-            && e.key().revision == key.revision
-            && e.key().lookup_flags() == key.lookup_flags()
+            && e.key().with_lookup_flags() == key.with_lookup_flags()
             && e.qtype() == qtype
             && e.name_len() == name.len()
             && e.wire()[HEADER..HEADER + name.len()].eq_ignore_ascii_case(name)
@@ -1195,14 +1198,7 @@ mod tests {
             flags: KEY_EDNS,
         };
         let q = query(&["ads", "example", "com"], 1, Some(1232));
-        cache.insert(
-            FillKey {
-                flags: KEY_EDNS | ENTRY_OVERRIDDEN,
-                ..key
-            },
-            &a_answer(&q),
-            10,
-        );
+        cache.insert(key.overridden(true), &a_answer(&q), 10);
         let p = parse(&q).expect("parsed");
         let mut out = [0u8; 512];
         let hit = cache.serve(key, &q, &p, 11, &mut out).expect("a hit");

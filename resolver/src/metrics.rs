@@ -207,6 +207,7 @@ pub struct DnsMetrics {
     upstream_errors: Vec<IntCounter>,
     upstream_latency: Histogram,
     overload_drops: IntCounter,
+    fast_path_handovers: IntCounter,
     rate_slipped: IntCounter,
     stale_answers: IntCounter,
     account_limited: IntCounter,
@@ -317,6 +318,10 @@ impl DnsMetrics {
                 "qorgan_dns_overload_drops_total",
                 "Queries refused service because dns.max_in_flight queries were already being answered",
             )?,
+            fast_path_handovers: counter(
+                "qorgan_dns_fast_path_handovers_total",
+                "UDP queries the fast path handed to the hickory path (packet-cache misses and what it does not answer from bytes)",
+            )?,
             upstream_capped,
             account_limited: counter(
                 "qorgan_dns_account_limited_total",
@@ -367,6 +372,7 @@ impl DnsMetrics {
             Box::new(metrics.upstream_queries.clone()),
             Box::new(metrics.upstream_latency.clone()),
             Box::new(metrics.overload_drops.clone()),
+            Box::new(metrics.fast_path_handovers.clone()),
             Box::new(metrics.rate_slipped.clone()),
             Box::new(metrics.stale_answers.clone()),
             Box::new(metrics.account_limited.clone()),
@@ -506,6 +512,10 @@ impl DnsMetrics {
 
     pub(crate) fn record_overload(&self) {
         self.overload_drops.inc();
+    }
+
+    pub(crate) fn record_handover(&self) {
+        self.fast_path_handovers.inc();
     }
 
     pub(crate) fn set_snapshot_generation(&self, generation: u64) {

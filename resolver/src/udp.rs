@@ -323,6 +323,7 @@ fn hand_over(
             .record_query(Proto::Udp, QtypeClass::Other, Outcome::Dropped, 0.0);
         return;
     }
+    slow.metrics.record_handover();
     let ctx = slow.clone();
     let bytes = query.to_vec();
     let stale: Option<Arc<[u8]>> = stale.map(Arc::from);

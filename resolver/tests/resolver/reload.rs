@@ -17,12 +17,19 @@ async fn list_file_changed_on_disk_blocks_the_new_name_while_queries_keep_being_
     // reads before the lists, so the swap must invalidate it.
     let r = Resolver::start(Setup::one_worker()).await;
     let mut c = r.udp(ACCOUNT_1).await;
+    let handovers = || r.metric("qorgan_dns_fast_path_handovers_total", &[]);
+    let before = handovers();
     for _ in 0..2 {
         assert_eq!(
             rcode(&ask(&mut c, "fresh.test.", RecordType::A).await),
             ResponseCode::NoError
         );
     }
+    assert_eq!(
+        handovers(),
+        before + 1.0,
+        "the second answer came from the packet cache"
+    );
     let generation = r.store.generation();
 
     // A query loop on another client for the whole change: every query must be answered.
