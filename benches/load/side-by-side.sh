@@ -2,6 +2,7 @@
 # Side-by-side DNS load test: qorgan (`serve` with the UDP fast path; a resolver-only node
 # `qorgan resolver` pulling from a control plane on the client core; hickory only with
 # dns.fast_path = false), Unbound and PowerDNS Recursor with the same ~750k-domain union of the shared blocklists, the
+# kernel's floor (udp-floor: every query back as REFUSED through the same system calls, no DNS work), the
 # same local upstream (nsd with a wildcard root zone), the server pinned to core 0 and dnsperf to
 # core 1, half blocked and half allowed names from the shared popular lists.
 #
@@ -24,7 +25,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 shared=${QORGAN_SHARED:-$root/../shared}/data
 DURATION=${DURATION:-15}
 QPS=${QPS:-40000 50000}
-SERVERS=${SERVERS:-unbound pdns qorgan qorgan-node qorgan-hickory}
+SERVERS=${SERVERS:-unbound pdns qorgan qorgan-node qorgan-hickory floor}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 UPSTREAM_PORT=${UPSTREAM_PORT:-15399}
@@ -33,6 +34,7 @@ UNBOUND_PORT=${UNBOUND_PORT:-15302}
 PDNS_PORT=${PDNS_PORT:-15303}
 QORGAN_HICKORY_PORT=${QORGAN_HICKORY_PORT:-15304}
 QORGAN_NODE_PORT=${QORGAN_NODE_PORT:-15305}
+FLOOR_PORT=${FLOOR_PORT:-15306}
 CONTROL_HTTP_PORT=${CONTROL_HTTP_PORT:-15380}
 
 for tool in dnsperf unbound nsd dig taskset python3 curl; do
@@ -51,6 +53,7 @@ trap cleanup EXIT
 
 echo "== building qorgan (release)"
 (cd "$root" && cargo build --release -q -p qorgan-control --bin qorgan)
+(cd "$root" && cargo build --release -q -p qorgan-benches --bin udp-floor)
 qorgan=${QORGAN_BIN:-$root/target/release/qorgan}
 
 echo "== preparing lists, union and queries in $work"
@@ -444,6 +447,16 @@ for server in $SERVERS; do
       measure qorgan-hickory "$QORGAN_HICKORY_PORT" "$spid"
       kill "$spid"; wait "$spid" 2>/dev/null || true
       ;;
+    floor)
+      # No DNS work at all (benches/src/bin/udp-floor.rs): every query back as REFUSED through
+      # the fast path's system calls. Its CPU per query is the kernel's share of any server's.
+      echo "== floor: udp-floor, the kernel's cost alone"
+      taskset -c "$SERVER_CPU" "$root/target/release/udp-floor" "127.0.0.1:$FLOOR_PORT" &
+      spid=$!; pids+=($spid)
+      R[floor.start]=$(wait_answer "$FLOOR_PORT")
+      measure floor "$FLOOR_PORT" "$spid"
+      kill "$spid"; wait "$spid" 2>/dev/null || true
+      ;;
     *) echo "unknown server $server" >&2; exit 2 ;;
   esac
   ran+=("$server")
@@ -464,6 +477,11 @@ for s in "${ran[@]}"; do
     "${R[$s.sat_lost]}" "$per_core" "${R[$s.half]}" "${R[$s.p50]}" "${R[$s.p99]}" "${R[$s.half_lost]}" "${R[$s.rss]}" "${R[$s.anon]}" "${R[$s.start]}")
   echo "$line"
 done
+if [ -n "${R[floor.sat_qps]:-}" ] && [ -n "${R[pdns.sat_qps]:-}" ]; then
+  for q in $QPS; do
+    python3 -c "print(f'floor/pdns at $q QPS: CPU per query {float(\"${R[floor.fixed_us.$q]}\")/float(\"${R[pdns.fixed_us.$q]}\"):.2f} (no server on the kernel UDP stack costs less)')"
+  done
+fi
 if [ -n "${R[qorgan.cold]:-}" ]; then echo "qorgan cold start (compiling the lists): ${R[qorgan.cold]} s"; fi
 if [ -n "${R[qorgan.sat_qps]:-}" ]; then
   for peer in "${ran[@]}"; do

@@ -119,20 +119,30 @@ impl AccountCounters {
             Verdict::Allowed { .. } => {
                 self.allowed_override.fetch_add(1, Ordering::Relaxed);
             }
-            Verdict::Block { by } => {
-                self.blocked.fetch_add(1, Ordering::Relaxed);
-                match by.list {
-                    ListRef::Category(c) => {
-                        if let Some(n) = self.blocked_by_category.get(usize::from(c)) {
-                            n.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    ListRef::OwnBlock => {
-                        self.blocked_own.fetch_add(1, Ordering::Relaxed);
-                    }
-                    ListRef::OwnAllow => {}
+            Verdict::Block { by } => self.count_block(by.list),
+        }
+    }
+
+    /// Counts one query blocked by `list` whose full verdict is not at hand: the resolver
+    /// remembers only which list blocked a name it walked before.
+    #[inline]
+    pub fn record_blocked(&self, list: ListRef) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        self.count_block(list);
+    }
+
+    fn count_block(&self, list: ListRef) {
+        self.blocked.fetch_add(1, Ordering::Relaxed);
+        match list {
+            ListRef::Category(c) => {
+                if let Some(n) = self.blocked_by_category.get(usize::from(c)) {
+                    n.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            ListRef::OwnBlock => {
+                self.blocked_own.fetch_add(1, Ordering::Relaxed);
+            }
+            ListRef::OwnAllow => {}
         }
     }
 }

@@ -11,7 +11,7 @@ use hickory_proto::rr::rdata::HINFO;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
-use qorgan_blocklists::{AccountPolicy, BlockMode, ClientPolicy, ListRef, PolicySnapshot, Verdict};
+use qorgan_blocklists::{AccountPolicy, BlockMode, ClientPolicy, PolicySnapshot, Verdict};
 use qorgan_config::UnknownClients;
 use tokio::sync::Semaphore;
 
@@ -315,15 +315,7 @@ impl<'a> RevLabels<'a> {
 /// The EDE extra text: which list blocked the name (a category's name, or the own list).
 fn ede_text(snapshot: &PolicySnapshot, verdict: Verdict) -> &str {
     match verdict {
-        Verdict::Block { by } => match by.list {
-            ListRef::Category(c) => snapshot
-                .catalog
-                .categories()
-                .get(usize::from(c))
-                .map_or("category", |info| info.name.as_str()),
-            ListRef::OwnBlock => "own block list",
-            ListRef::OwnAllow => "",
-        },
+        Verdict::Block { by } => crate::fast::ede_text(snapshot, by.list),
         Verdict::Allow | Verdict::Allowed { .. } => "",
     }
 }

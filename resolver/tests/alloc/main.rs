@@ -127,6 +127,11 @@ fn fast_path_allocates_nothing_for_blocked_answers_and_cache_hits() {
             FastOutcome::Reply(_)
         ));
     }
+    assert_eq!(
+        fast.cache_len(),
+        3,
+        "the answer and the two blocked names' verdicts (remembered on first sight)"
+    );
     assert!(
         allocations_in(|| drop(std::hint::black_box(vec![1u8]))) >= 1,
         "the counting allocator counts"

@@ -144,6 +144,40 @@ async fn broken_lists_folder_keeps_the_previous_catalog_and_counts_the_failure()
 }
 
 #[tokio::test]
+async fn a_name_unblocked_by_an_edit_is_answered_although_the_worker_remembered_its_block() {
+    // One worker: the fast path remembers which list blocked a name it walked, under the
+    // policy's revision; the edit must make it walk again.
+    let r = Resolver::start(Setup::one_worker()).await;
+    let mut c = r.udp(ACCOUNT_1).await;
+    let blocked = || r.metric("qorgan_dns_queries_total", &[("outcome", "blocked")]);
+    let before = blocked();
+    for rtype in [RecordType::A, RecordType::AAAA, RecordType::A] {
+        assert_eq!(
+            rcode(&ask(&mut c, "x.tracker.blocked.test.", rtype).await),
+            ResponseCode::NXDomain
+        );
+    }
+    assert_eq!(blocked(), before + 3.0, "each remembered block is counted");
+
+    write(
+        &r.policy_path(),
+        &POLICY.replace("categories = [\"ads\"]", "categories = []"),
+    );
+    assert!(
+        eventually(10, || async {
+            let mut c = crate::harness::udp_client(r.addr, ACCOUNT_1, true);
+            matches!(query(&mut c, "x.tracker.blocked.test.", RecordType::A).await, Ok(resp) if rcode(&resp) == ResponseCode::NoError)
+        })
+        .await,
+        "the edit took the category off, and the remembered block with it"
+    );
+    assert_eq!(
+        rcode(&ask(&mut c, "x.tracker.blocked.test.", RecordType::AAAA).await),
+        ResponseCode::NoError
+    );
+}
+
+#[tokio::test]
 async fn policy_file_change_applies_and_a_broken_edit_keeps_the_previous_accounts() {
     let r = Resolver::start(Setup::default()).await;
     let mut c = r.udp(ACCOUNT_1).await;
