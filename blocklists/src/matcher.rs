@@ -1014,3 +1014,71 @@ impl DomainSet {
         self.find(crate::name::labels_rev(name), dotted).is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(m: &PatternMatcher, name: &[u8]) -> Vec<usize> {
+        let mut found = Vec::new();
+        m.for_each_match(name, |r| found.push(r));
+        found.sort_unstable();
+        found
+    }
+
+    #[test]
+    fn a_pattern_matcher_image_reads_back_and_a_damaged_one_is_an_error_not_a_panic() {
+        let built = PatternMatcher::build(&[
+            r"^ads[0-9]+\.",
+            r"(^|\.)tracker\.hubapi\.com$",
+            r"metrics",
+            r"^[a-z]{3}\.bad$",
+        ])
+        .expect("built");
+        let image = built.to_bytes();
+        let back = PatternMatcher::from_bytes(&image, 4).expect("the image reads back");
+        for name in [
+            &b"ads12.example.com"[..],
+            b"x.tracker.hubapi.com",
+            b"site-metrics.net",
+            b"abc.bad",
+            b"clean.example",
+        ] {
+            assert_eq!(matches(&back, name), matches(&built, name), "{name:?}");
+        }
+        assert_eq!(matches(&back, b"ads12.example.com"), vec![0]);
+        assert_eq!(matches(&back, b"abc.bad"), vec![3]);
+
+        // Cut anywhere (the catalog cache on disk or a node's received image): an error.
+        let cuts = (0..image.len()).filter(|n| n % 7 == 0 || image.len() - n < 64);
+        for len in cuts {
+            assert!(
+                PatternMatcher::from_bytes(&image[..len], 4).is_err(),
+                "cut at {len} of {}",
+                image.len()
+            );
+        }
+        let mut longer = image.clone();
+        longer.push(0);
+        let Err(err) = PatternMatcher::from_bytes(&longer, 4) else {
+            panic!("trailing byte");
+        };
+        assert!(err.contains("trailing"), "{err}");
+        let Err(err) = PatternMatcher::from_bytes(&image, 3) else {
+            panic!("rule count");
+        };
+        assert!(err.contains("4 pattern DFAs for 3 rules"), "{err}");
+        // A first DFA claiming more bytes than there are.
+        let mut long_dfa = image.clone();
+        long_dfa[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(PatternMatcher::from_bytes(&long_dfa, 4).is_err());
+        // No rules and more literals than any build makes: refused before reading them.
+        let mut many = 0u64.to_le_bytes().to_vec();
+        let too_many = u64::try_from(MAX_PATTERNS * MAX_LITERAL_SET + 1).expect("fits");
+        many.extend_from_slice(&too_many.to_le_bytes());
+        let Err(err) = PatternMatcher::from_bytes(&many, 0) else {
+            panic!("literal count");
+        };
+        assert!(err.contains("literals"), "{err}");
+    }
+}
