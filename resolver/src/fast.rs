@@ -848,19 +848,9 @@ impl PacketCache {
         now: u64,
         out: &mut [u8],
     ) -> Option<Hit> {
-        if !self.enabled() {
-            return None;
-        }
         let name = &query[HEADER..parsed.name_end];
         let hash = key_hash(name, parsed.qtype, key.with_lookup_flags());
-        let tag = tag_of(hash);
-        let entry = self
-            .buckets(hash)
-            .into_iter()
-            .flatten()
-            .filter(|&i| self.tags[i] == tag)
-            .filter_map(|i| self.slots[i].as_ref())
-            .find(|e| Self::matches(e, hash, key, parsed.qtype, name, false))?;
+        let entry = self.lookup(hash, key, parsed.qtype, name, false)?;
         let expires = entry.expires();
         let fresh = now < expires;
         let wire = entry.wire();
@@ -924,19 +914,30 @@ impl PacketCache {
     /// before. The revision changes with every edit of the account and every catalog swap,
     /// so a remembered verdict is the one the walk would give.
     fn verdict(&self, key: FillKey, name: &[u8]) -> Option<ListRef> {
+        let key = Self::verdict_key(key);
+        let hash = key_hash(name, 0, key);
+        self.lookup(hash, key, 0, name, true)?.blocked_by()
+    }
+
+    /// The entry of a lookup (see [`Self::matches`]): only slots whose tag matches are followed.
+    fn lookup(
+        &self,
+        hash: u64,
+        key: FillKey,
+        qtype: u16,
+        name: &[u8],
+        verdict: bool,
+    ) -> Option<&Entry> {
         if !self.enabled() {
             return None;
         }
-        let key = Self::verdict_key(key);
-        let hash = key_hash(name, 0, key);
         let tag = tag_of(hash);
         self.buckets(hash)
             .into_iter()
             .flatten()
             .filter(|&i| self.tags[i] == tag)
             .filter_map(|i| self.slots[i].as_ref())
-            .find(|e| Self::matches(e, hash, key, 0, name, true))?
-            .blocked_by()
+            .find(|e| Self::matches(e, hash, key, qtype, name, verdict))
     }
 
     /// Remembers that `list` blocks `name` under `key`'s policy revision; the entry counts as
